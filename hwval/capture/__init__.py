@@ -1,0 +1,1 @@
+"""Capture: sources -> recorder -> documents -> subscribers (HDF5 writer, journal, live view)."""

@@ -1,0 +1,79 @@
+"""Receives ``hwval.mark()`` datagrams from the workload and records them as ``mark`` events.
+
+The socket lives in a fresh directory from :func:`tempfile.mkdtemp` (mode 0700), so only the
+capturing user can reach it; the directory is removed when the capture ends.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import tempfile
+import threading
+from typing import Callable
+
+from hwval.markers import ENV_SOCKET
+
+MAX_DATAGRAM = 65536
+
+
+class MarkerServer:
+    def __init__(self, put_event: Callable[[str, str, int, dict], None],
+                 count_error: Callable[[str, str, str], None]) -> None:
+        self.dir = tempfile.mkdtemp(prefix="hwval-marks-")
+        os.chmod(self.dir, 0o700)
+        self.path = os.path.join(self.dir, "mark.sock")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.sock.settimeout(0.2)
+        self._put_event = put_event
+        self._count_error = count_error
+        self._stop = threading.Event()
+        self.received = 0
+        self.thread = threading.Thread(target=self._loop, name="hwval-marks", daemon=True)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {ENV_SOCKET: self.path}
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self.sock.recv(MAX_DATAGRAM)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            self.handle(data)
+
+    def handle(self, data: bytes) -> None:
+        try:
+            msg = json.loads(data)
+            t_ns = int(msg["t_ns"])
+            name = str(msg["name"])
+            detail = msg.get("detail") or {}
+            if not isinstance(detail, dict):
+                raise TypeError("detail must be an object")
+        except (ValueError, KeyError, TypeError) as exc:
+            self._count_error("", "bad_mark", f"unreadable mark datagram: {exc}")
+            return
+        self.received += 1
+        self._put_event("mark", "", t_ns, {**detail, "mark": name, "pid": msg.get("pid")})
+
+    def close(self) -> None:
+        """Stop after draining what the workload already sent."""
+        self._stop.set()
+        self.thread.join(timeout=2.0)
+        self.sock.setblocking(False)
+        while True:
+            try:
+                self.handle(self.sock.recv(MAX_DATAGRAM))
+            except (BlockingIOError, OSError):
+                break
+        self.sock.close()
+        shutil.rmtree(self.dir, ignore_errors=True)

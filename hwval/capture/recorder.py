@@ -1,0 +1,349 @@
+"""The recorder: one thread per source, readings stamped at receipt on CLOCK_MONOTONIC, a
+bounded queue, and one dispatcher thread that turns readings into documents for subscribers.
+
+A failing source never stops the others: its thread records ``gap_start``/``gap_end``,
+``reconnect`` and ``error`` events and keeps trying with backoff until the capture stops.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from hwval.capture.documents import Descriptor, Document, Event, Page, Start, Stop
+from hwval.clock import PeriodicSchedule, now_ns
+from hwval.sources.base import Disconnected, Source, SourceError, StreamInfo, TransientError
+
+log = logging.getLogger(__name__)
+
+#: Pages are handed to subscribers at least this often (the writer's flush cadence rides on it).
+PAGE_INTERVAL_S = 0.2
+#: Backoff between reconnect / retry attempts of one failing source.
+BACKOFF_S = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+#: Repeats of the same error kind become an event at most this often.
+ERROR_EVENT_INTERVAL_S = 1.0
+
+
+@dataclass
+class StreamStats:
+    readings: int = 0
+    dropped: int = 0
+    error_counts: dict[str, int] = field(default_factory=dict)
+    last_error_event_ns: dict[str, int] = field(default_factory=dict)
+    last_values: Mapping[str, float] = field(default_factory=dict)
+
+
+class _SourceRunner:
+    """Runs one source on its own thread and is the :class:`SourceContext` it sees."""
+
+    def __init__(self, recorder: "Recorder", source: Source, label: str):
+        self.recorder = recorder
+        self.source = source
+        self.label = label
+        self.infos: list[StreamInfo] = []
+        self.stream_names: list[str] = []
+        self.stop = recorder.stop_event
+        self.in_gap = False
+        self.missed_deadlines = 0
+        #: (deadline, read start) lateness in ns for polled sources; for the overhead benchmark.
+        self.lateness_ns: list[int] = []
+        self.thread = threading.Thread(target=self._main, name=f"hwval-source-{label}", daemon=True)
+
+    # -- SourceContext -------------------------------------------------------------------
+    def emit(self, stream: str, values: Mapping[str, float], t_ns: int | None = None) -> None:
+        t = now_ns() if t_ns is None else t_ns
+        if self.in_gap:
+            self._end_gap(t)
+        self.recorder.put_reading(stream, t, values)
+
+    def event(self, name: str, stream: str = "", t_ns: int | None = None, **detail: Any) -> None:
+        self.recorder.put_event(name, stream, now_ns() if t_ns is None else t_ns, detail)
+
+    def count_error(self, stream: str, kind: str, message: str = "") -> None:
+        self.recorder.count_error(stream or self.label, kind, message)
+
+    # -- loop ----------------------------------------------------------------------------
+    def _main(self) -> None:
+        try:
+            if self.source.mode == "streaming":
+                self._run_streaming()
+            else:
+                self._run_polled()
+        finally:
+            try:
+                self.source.close()
+            except Exception as exc:  # close problems are worth a line, never a lost capture
+                self.event("error", self.label, where="close", message=_describe(exc))
+
+    def _run_polled(self) -> None:
+        period = self.source.period_s or 1.0
+        schedule = PeriodicSchedule(period, self.stop)
+        read = self.source.read
+        put = self.recorder.put_reading
+        lateness = self.lateness_ns
+        while (deadline := schedule.wait()) is not None:
+            started = now_ns()
+            try:
+                out = read()
+            except Exception as exc:  # every failure becomes a gap; see _failed
+                self._failed(exc)
+                continue
+            t = now_ns()
+            if len(lateness) < 1_000_000:
+                lateness.append(started - deadline)
+            if self.in_gap:
+                self._end_gap(t)
+            for stream, values in out.items():
+                put(stream, t, values)
+        self.missed_deadlines = schedule.stats.missed
+
+    def _run_streaming(self) -> None:
+        while not self.stop.is_set():
+            try:
+                self.source.run(self)
+                return
+            except Exception as exc:  # every failure becomes a gap; see _failed
+                self._failed(exc)
+
+    def _failed(self, exc: BaseException) -> None:
+        t = now_ns()
+        if not self.in_gap:
+            self.in_gap = True
+            for name in self.stream_names:
+                self.recorder.put_event("gap_start", name, t, {"reason": _describe(exc)})
+        if isinstance(exc, Disconnected):
+            self._reconnect(exc)
+            return
+        kind = "transient" if isinstance(exc, TransientError) else type(exc).__name__
+        self.recorder.count_error(self.label, kind, _describe(exc))
+        if not isinstance(exc, SourceError):
+            log.debug("source %s raised", self.label, exc_info=exc)
+        # Back off a little so a permanently failing read does not spin a core.
+        self.stop.wait(BACKOFF_S[0])
+
+    def _reconnect(self, exc: BaseException) -> None:
+        self.event("error", self.label, kind="disconnected", message=_describe(exc))
+        try:
+            self.source.close()
+        except Exception as close_exc:  # the transport is gone; closing it may fail too
+            log.debug("close after disconnect of %s: %s", self.label, close_exc)
+        attempt = 0
+        while not self.stop.is_set():
+            self.stop.wait(BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)])
+            if self.stop.is_set():
+                return
+            attempt += 1
+            try:
+                infos = self.source.open(self)
+            except Exception as open_exc:  # still unplugged: keep trying with backoff
+                if attempt == 1 or attempt % 10 == 0:
+                    self.event("error", self.label, kind="reconnect_failed", attempt=attempt,
+                               message=_describe(open_exc))
+                continue
+            changed = [i.name for i in infos if i.name not in self.stream_names]
+            if changed:
+                self.event("error", self.label, kind="streams_changed", streams=changed)
+            self.event("reconnect", self.label, attempt=attempt)
+            return
+
+    def _end_gap(self, t: int) -> None:
+        self.in_gap = False
+        for name in self.stream_names:
+            self.recorder.put_event("gap_end", name, t, {})
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class Recorder:
+    """Owns the queue, the source threads and the dispatcher.
+
+    Sources are opened by :meth:`add_source` before :meth:`start`, so a source that cannot
+    start is reported before any document (and so any file) exists; what they record while
+    opening waits in the queue. Then :meth:`start`, and :meth:`finish` once.
+    """
+
+    def __init__(self, start_doc: Start, subscribers: Sequence[Callable[[Document], None]],
+                 queue_size: int = 200_000):
+        self.start_doc = start_doc
+        self.origin_ns = start_doc.origin_monotonic_ns
+        self.subscribers = list(subscribers)
+        self.stop_event = threading.Event()
+        self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._dispatch_done = threading.Event()
+        self._lock = threading.Lock()
+        self.stats: dict[str, StreamStats] = {}
+        self.infos: dict[str, StreamInfo] = {}
+        self.runners: list[_SourceRunner] = []
+        self._dispatcher = threading.Thread(target=self._dispatch, name="hwval-dispatch", daemon=True)
+        self.subscriber_errors: list[str] = []
+
+    def add_source(self, label: str, source: Source) -> list[StreamInfo]:
+        """Open ``source`` (its errors propagate) and register its streams."""
+        runner = _SourceRunner(self, source, label)
+        infos = list(source.open(runner))
+        for info in infos:
+            if info.name in self.infos:
+                source.close()
+                raise ValueError(f"two streams are named {info.name!r}; rename one (name=...)")
+        for info in infos:
+            self.infos[info.name] = info
+            self.stats[info.name] = StreamStats()
+        runner.infos = infos
+        runner.stream_names = [i.name for i in infos]
+        self.runners.append(runner)
+        return infos
+
+    def close_sources(self) -> None:
+        """Close opened sources when the capture is abandoned before :meth:`start`."""
+        for runner in self.runners:
+            try:
+                runner.source.close()
+            except Exception as exc:  # abandoning anyway; keep the first problem visible
+                log.warning("closing %s: %s", runner.label, exc)
+
+    # -- producers (any thread) ------------------------------------------------------------
+    def put_reading(self, stream: str, t_ns: int, values: Mapping[str, float]) -> None:
+        try:
+            self._queue.put_nowait((0, stream, t_ns, values))
+        except queue.Full:
+            stats = self.stats.get(stream)
+            if stats is not None:
+                stats.dropped += 1
+
+    def put_event(self, name: str, stream: str, t_ns: int, detail: Mapping[str, Any]) -> None:
+        # Events must not be dropped: block briefly rather than lose a workload_end.
+        self._queue.put((1, name, stream, t_ns, dict(detail)))
+
+    def count_error(self, stream: str, kind: str, message: str = "") -> None:
+        t = now_ns()
+        with self._lock:
+            stats = self.stats.setdefault(stream, StreamStats())
+            n = stats.error_counts.get(kind, 0) + 1
+            stats.error_counts[kind] = n
+            last = stats.last_error_event_ns.get(kind)
+            due = last is None or t - last >= ERROR_EVENT_INTERVAL_S * 1e9
+            if due:
+                stats.last_error_event_ns[kind] = t
+        if due:
+            self.put_event("error", stream, t, {"kind": kind, "count": n, "message": message})
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        self._send(self.start_doc)
+        for info in self.infos.values():
+            self._send(Descriptor(info))
+        self._dispatcher.start()
+        for runner in self.runners:
+            runner.thread.start()
+
+    def finish(self, exit_code: int, complete: bool = True, reason: str = "") -> Stop:
+        """Stop sources, drain the queue, send ``Stop``. Safe to call once."""
+        self.stop_event.set()
+        for runner in self.runners:
+            runner.thread.join(timeout=10.0)
+            if runner.thread.is_alive():
+                complete = False
+                self.put_event("error", runner.label, now_ns(),
+                               {"kind": "stuck", "message": "source did not stop within 10 s"})
+        self._queue.put(None)  # sentinel: the dispatcher flushes and exits
+        self._dispatch_done.wait()
+        stream_stats: dict[str, dict[str, Any]] = {}
+        missed = {name: r.missed_deadlines for r in self.runners for name in r.stream_names}
+        for name, st in self.stats.items():
+            stream_stats[name] = {"readings": st.readings, "dropped": st.dropped,
+                                  "error_counts": dict(st.error_counts),
+                                  "missed_deadlines": missed.get(name, 0)}
+        stop = Stop(exit_code=exit_code, complete=complete, stream_stats=stream_stats, reason=reason)
+        self._send(stop)
+        return stop
+
+    # -- dispatcher --------------------------------------------------------------------------
+    def _send(self, doc: Document) -> None:
+        for sub in self.subscribers:
+            try:
+                sub(doc)
+            except Exception as exc:  # one broken subscriber (a full disk) must not stop the rest
+                msg = f"{type(sub).__name__}: {type(exc).__name__}: {exc}"
+                if msg not in self.subscriber_errors:
+                    self.subscriber_errors.append(msg)
+                    log.error("subscriber failed: %s", msg)
+
+    def _tick(self) -> None:
+        for sub in self.subscribers:
+            tick = getattr(sub, "tick", None)
+            if tick is not None:
+                try:
+                    tick()
+                except Exception as exc:  # same policy as _send
+                    msg = f"{type(sub).__name__}.tick: {type(exc).__name__}: {exc}"
+                    if msg not in self.subscriber_errors:
+                        self.subscriber_errors.append(msg)
+
+    def _dispatch(self) -> None:
+        origin = self.origin_ns
+        buffers: dict[str, tuple[list[int], list[Mapping[str, float]]]] = {}
+        next_flush = time.monotonic() + PAGE_INTERVAL_S
+        done = False
+        get = self._queue.get
+        while not done:
+            timeout = max(0.0, next_flush - time.monotonic())
+            try:
+                item = get(timeout=timeout)
+            except queue.Empty:
+                item = ()
+            if item is None:
+                done = True
+            elif item:
+                if item[0] == 0:
+                    _, stream, t_ns, values = item
+                    buf = buffers.get(stream)
+                    if buf is None:
+                        buf = buffers[stream] = ([], [])
+                    buf[0].append(t_ns)
+                    buf[1].append(values)
+                else:
+                    _, name, stream, t_ns, detail = item
+                    self._send(Event((t_ns - origin) / 1e9, name, stream, detail))
+                if time.monotonic() < next_flush:
+                    continue
+            self._flush(buffers)
+            self._tick()
+            next_flush = time.monotonic() + PAGE_INTERVAL_S
+        self._dispatch_done.set()
+
+    def _flush(self, buffers: dict[str, tuple[list[int], list[Mapping[str, float]]]]) -> None:
+        for stream, (ts, rows) in buffers.items():
+            if not ts:
+                continue
+            info = self.infos.get(stream)
+            if info is None:
+                self.count_error(stream, "undeclared_stream", f"reading for undeclared stream {stream!r}")
+                ts.clear()
+                rows.clear()
+                continue
+            t = (np.asarray(ts, dtype=np.int64) - self.origin_ns) / 1e9
+            values = {}
+            for key in info.key_names():
+                values[key] = np.fromiter((r.get(key, math.nan) for r in rows), dtype=np.float64,
+                                          count=len(rows))
+            stats = self.stats[stream]
+            stats.readings += len(ts)
+            stats.last_values = rows[-1]
+            ts.clear()
+            rows.clear()
+            self._send(Page(stream, t, values))
+
+
+def event_detail_json(detail: Mapping[str, Any]) -> str:
+    return json.dumps(detail, default=str, sort_keys=True)

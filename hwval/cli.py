@@ -1,0 +1,173 @@
+"""Thin click layer: parse, call the library, print. Errors the operator must act on are one
+line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import NoReturn
+
+import click
+
+from hwval import __version__
+from hwval.emulators import EMULATORS
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are ``module:attribute`` strings imported on first use."""
+
+    def __init__(self, *args, lazy: dict[str, str], **kwargs):
+        super().__init__(*args, **kwargs)
+        self._lazy = lazy
+
+    def list_commands(self, ctx):
+        return sorted(set(super().list_commands(ctx)) | set(self._lazy))
+
+    def get_command(self, ctx, name):
+        if name in self._lazy:
+            module_name, _, attr = self._lazy[name].partition(":")
+            try:
+                return getattr(importlib.import_module(module_name), attr)
+            except ImportError as exc:
+                raise click.ClickException(f"emulator {name!r} is unavailable: {exc}") from None
+        return super().get_command(ctx, name)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="hwval")
+def cli() -> None:
+    """hwval: how far are software energy meters from the wall?
+
+    \b
+    Example:
+      hwval capture -m tasmota:/dev/ttyUSB0 -o run.h5 -- python train.py
+      hwval info run.h5
+    """
+
+
+@cli.group(cls=LazyGroup, lazy=EMULATORS)
+def emulate() -> None:
+    """Run a protocol-exact emulator and print the resource to use.
+
+    \b
+    Example:
+      hwval emulate tasmota --profile idle-load
+      hwval capture -m tasmota:/tmp/hwval-emu-XXXX/tty --duration 10 -o dry.h5
+    """
+
+
+EXIT_USAGE = 2
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> "NoReturn":
+    """One line on stderr, then exit: the form every operator-facing error takes."""
+    click.echo(f"hwval: error: {message}", err=True)
+    sys.exit(code)
+
+
+@cli.command(context_settings={"ignore_unknown_options": False})
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False),
+              help="lab TOML file (meters, software meters, output template)")
+@click.option("-m", "--meter", "meter_specs", multiple=True, metavar="SPEC",
+              help="DRIVER:RESOURCE[?key=value&...]; repeatable")
+@click.option("--nvml/--no-nvml", default=None, help="record NVIDIA GPUs (default: when available)")
+@click.option("--rapl/--no-rapl", default=None, help="record RAPL domains (default: when readable)")
+@click.option("--rapl-root", type=click.Path(file_okay=False), default=None,
+              help="powercap tree to read (default /sys/class/powercap; see hwval emulate powercap)")
+@click.option("--duration", "duration_s", type=float, default=None, metavar="S",
+              help="capture for S seconds (with a command: terminate it after S seconds)")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="run file to write (default from the config: runs/{date}-{time}.h5)")
+@click.option("--force", is_flag=True, help="overwrite an existing output file")
+@click.option("--live/--no-live", default=None, help="live terminal view (default: when stdout is a TTY)")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def capture(config_path, meter_specs, nvml, rapl, rapl_root, duration_s, output, force, live, command):
+    """Record every source while COMMAND runs (or for --duration) into one HDF5 run file.
+
+    Exits with COMMAND's exit code; 2 for bad input; 127/126 when COMMAND cannot be found or run.
+
+    \b
+    Example:
+      hwval capture -c lab.toml -o runs/resnet.h5 -- python train.py --epochs 3
+      hwval capture -m tasmota:/dev/ttyUSB0 -m 'wt300:TCPIP::10.0.0.5::INSTR?name=ref' --duration 60
+    """
+    from dataclasses import replace
+
+    from hwval.capture.session import CaptureError, CaptureRequest, run_capture
+    from hwval.capture.workload import CommandError
+    from hwval.config import CaptureConfig, ConfigError, load_config, parse_meter_spec
+    from hwval.sources.registry import Registry
+
+    registry = Registry()
+    try:
+        config = load_config(config_path, registry.names()) if config_path else CaptureConfig()
+        config = config.with_meters(parse_meter_spec(s, registry.names()) for s in meter_specs)
+        sw = config.software
+        sw = replace(sw, nvml=sw.nvml if nvml is None else nvml, rapl=sw.rapl if rapl is None else rapl,
+                     rapl_root=rapl_root or sw.rapl_root)
+        config = replace(config, software=sw)
+        request = CaptureRequest(config=config, command=list(command), duration_s=duration_s,
+                                 output=output, force=force, live=live, registry=registry)
+        code = run_capture(request)
+    except (ConfigError, CaptureError) as exc:
+        fail(str(exc))
+    except CommandError as exc:
+        fail(str(exc), exc.exit_code)
+    sys.exit(code)
+
+
+@cli.command()
+@click.argument("run_path", metavar="RUN.h5", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def info(run_path, as_json):
+    """Streams (samples, mean rate, gaps), events and completeness of a run file.
+
+    \b
+    Example:
+      hwval info runs/20261127-101500.h5 --json
+    """
+    import json as _json
+
+    from hwval.run_info import format_summary, summarize
+    from hwval.store import RunFileError, open_run
+
+    try:
+        with open_run(run_path) as run:
+            summary = summarize(run)
+    except RunFileError as exc:
+        fail(str(exc))
+    if as_json:
+        click.echo(_json.dumps(summary, indent=2))
+    else:
+        click.echo(format_summary(summary))
+
+
+@cli.command()
+@click.argument("run_path", metavar="RUN.h5", type=click.Path(dir_okay=False))
+def recover(run_path):
+    """Rebuild a run file from its crash journal (RUN.h5.journal) after a killed capture.
+
+    The recovered file keeps complete=false and gets recovered=true.
+
+    \b
+    Example:
+      hwval recover runs/20261127-101500.h5 && hwval info runs/20261127-101500.h5
+    """
+    from hwval.capture.journal import journal_path, recover as do_recover
+
+    if not journal_path(run_path).exists():
+        fail(f"{run_path}: no crash journal ({journal_path(run_path)}) to recover from")
+    try:
+        summary = do_recover(run_path)
+    except (OSError, ValueError) as exc:
+        fail(f"{run_path}: recovery failed: {exc}")
+    click.echo(f"recovered {run_path}: {summary['streams']} streams, {summary['samples']} samples, "
+               f"{summary['events']} events")
+
+
+def main() -> None:
+    cli(prog_name="hwval")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""Command-line options shared by every ``hwval emulate`` device, and the start-up announcement.
+
+Every emulator takes the bench options (true power profile and the meter model) and
+``--ready-file``: a JSON file written once the emulator accepts connections, holding
+``resource`` (what to pass to ``-m DRIVER:RESOURCE``), ``t0_monotonic_ns`` (bench time zero on
+the host's CLOCK_MONOTONIC, so truth can be recomputed) and ``pid``. Tests and scripts wait for
+that file instead of parsing text.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from typing import Any, Callable
+
+import click
+
+from hwval.emulators.bench import Bench, MeterModel, PowerProfile
+
+
+def bench_options(*, window_s: float = 0.0, latency_s: float = 0.0, quantum_w: float = 0.0,
+                  noise_w: float = 0.0) -> Callable:
+    """Decorator adding ``--profile --window-s --latency-s --quantum-w --noise-w --gain
+    --offset-w --drift-ppm --seed --ready-file`` with per-meter defaults; the wrapped command
+    receives ``bench: Bench``, ``model: MeterModel`` and ``ready_file`` instead."""
+
+    def decorate(func: Callable) -> Callable:
+        @click.option("--profile", default="idle-load", show_default=True,
+                      help="true power: idle-load, steps, bursty, constant:W, steps:W@S,...[+ripple:A@P]")
+        @click.option("--window-s", type=float, default=window_s, show_default=True,
+                      help="meter averaging window in seconds (0 = instant)")
+        @click.option("--latency-s", type=float, default=latency_s, show_default=True,
+                      help="delay between the window's end and the value being reported")
+        @click.option("--quantum-w", type=float, default=quantum_w, show_default=True,
+                      help="power resolution in watts (0 = none)")
+        @click.option("--noise-w", type=float, default=noise_w, show_default=True,
+                      help="Gaussian noise standard deviation in watts")
+        @click.option("--gain", type=float, default=1.0, show_default=True, help="meter gain error")
+        @click.option("--offset-w", type=float, default=0.0, show_default=True, help="meter offset in W")
+        @click.option("--drift-ppm", type=float, default=0.0, show_default=True,
+                      help="meter clock drift in parts per million")
+        @click.option("--seed", type=int, default=None, help="noise seed (reproducible runs)")
+        @click.option("--ready-file", type=click.Path(dir_okay=False), default=None,
+                      help="write a JSON file {resource, t0_monotonic_ns, pid} once ready")
+        @functools.wraps(func)
+        def wrapper(profile: str, window_s: float, latency_s: float, quantum_w: float,
+                    noise_w: float, gain: float, offset_w: float, drift_ppm: float,
+                    seed: int | None, ready_file: str | None, **kwargs: Any) -> Any:
+            try:
+                power_profile = PowerProfile.parse(profile)
+            except ValueError as exc:
+                raise click.BadParameter(str(exc), param_hint="--profile") from None
+            bench = Bench(power_profile, seed=seed)
+            model = MeterModel(window_s=window_s, latency_s=latency_s, quantum_w=quantum_w,
+                               noise_w=noise_w, gain=gain, offset_w=offset_w, drift_ppm=drift_ppm)
+            return func(bench=bench, model=model, ready_file=ready_file, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+def announce(device: str, resource: str, bench: Bench, ready_file: str | None, **extra: Any) -> None:
+    """Tell the operator (stdout) and any waiting script (``--ready-file``) what to connect to."""
+    print(f"{device} emulator ready: use -m {device}:{resource}", flush=True)
+    print(f"bench t0_monotonic_ns={bench.t0_ns} (Ctrl-C to stop)", flush=True)
+    if ready_file:
+        info = {"device": device, "resource": resource, "t0_monotonic_ns": bench.t0_ns,
+                "pid": os.getpid(), **extra}
+        tmp = f"{ready_file}.tmp"
+        with open(tmp, "w") as fh:
+            json.dump(info, fh)
+        os.replace(tmp, ready_file)  # atomic: a reader never sees half a file
+    sys.stdout.flush()
