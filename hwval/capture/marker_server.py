@@ -68,7 +68,8 @@ class MarkerServer:
     def close(self) -> None:
         """Stop after draining what the workload already sent."""
         self._stop.set()
-        self.thread.join(timeout=2.0)
+        if self.thread.is_alive():
+            self.thread.join(timeout=2.0)
         self.sock.setblocking(False)
         while True:
             try:

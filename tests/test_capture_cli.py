@@ -1,0 +1,265 @@
+"""``hwval capture`` and ``hwval info`` through real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import popen_hwval, run_hwval
+from hwval.store import open_run
+
+SYN = "synthetic:constant:100?period_s=0.01&name=syn"
+
+WORKLOAD = """
+import sys, time, hwval
+hwval.mark("setup", step=0)
+time.sleep(0.3)
+hwval.mark("epoch", epoch=1, loss=0.5)
+time.sleep(0.3)
+print("workload done", flush=True)
+sys.exit(3)
+"""
+
+
+def test_command_marks_and_exit_code_propagate(tmp_path):
+    out = tmp_path / "run.h5"
+    res = run_hwval("capture", "--no-nvml", "--no-rapl", "-m", SYN, "-o", str(out), "--",
+                    sys.executable, "-c", WORKLOAD)
+    assert res.returncode == 3, res.stderr
+    assert "workload done" in res.stdout
+    with open_run(out) as run:
+        assert run.complete
+        assert run.attrs["exit_code"] == 3
+        assert run.attrs["schema"] == "hwval-run" and run.attrs["schema_version"] == 1
+        assert run.command[0] == sys.executable
+        names = [e.name for e in run.events]
+        assert names == ["workload_start", "mark", "mark", "workload_end"]
+        marks = [e for e in run.events if e.name == "mark"]
+        assert [m.detail["mark"] for m in marks] == ["setup", "epoch"]
+        assert marks[1].detail["epoch"] == 1 and marks[1].detail["loss"] == 0.5
+        # the marks sit 0.3 s apart on the capture's timebase (caller's monotonic clock)
+        assert 0.25 < marks[1].t - marks[0].t < 0.6
+        end = run.events[-1]
+        assert end.detail["exit_code"] == 3
+        syn = run.stream("syn")
+        assert len(syn.t) > 30
+        assert np.all(np.diff(syn.t) > 0)
+        assert np.allclose(syn.data["power_w"], 100.0)
+        assert syn.units["power_w"] == "W" and syn.dataset_attrs["power_w"]["semantics"] == "instant"
+        # readings cover the workload
+        assert syn.t[0] <= marks[0].t and syn.t[-1] >= end.t - 0.05
+    assert not (tmp_path / "run.h5.journal").exists()
+
+
+def test_info_text_and_json(tmp_path):
+    out = tmp_path / "run.h5"
+    assert run_hwval("capture", "--no-nvml", "--no-rapl", "-m", SYN, "--duration", "0.6",
+                     "-o", str(out)).returncode == 0
+    text = run_hwval("info", str(out))
+    assert text.returncode == 0
+    assert "syn" in text.stdout and "complete: yes" in text.stdout
+    js = run_hwval("info", str(out), "--json")
+    summary = json.loads(js.stdout)
+    (stream,) = summary["streams"]
+    assert stream["name"] == "syn" and stream["driver"] == "synthetic"
+    assert 80 <= stream["mean_rate_hz"] <= 110
+    assert stream["gaps"] == 0 and stream["dropped"] == 0
+    assert summary["complete"] is True and summary["exit_code"] == 0
+
+
+def test_sigint_ends_the_run_cleanly(tmp_path):
+    out = tmp_path / "run.h5"
+    proc = popen_hwval("capture", "--no-nvml", "--no-rapl", "-m", SYN, "-o", str(out), "--",
+                       sys.executable, "-c", "import time; time.sleep(30)")
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=20)
+    # the workload died of the forwarded SIGINT: 128 + 2, as a shell reports it
+    assert proc.returncode == 130, err
+    with open_run(out) as run:
+        assert run.complete
+        names = [e.name for e in run.events]
+        assert names[0] == "workload_start" and names[-1] == "workload_end"
+        assert run.events[-1].detail["exit_code"] == 130
+        assert len(run.stream("syn").t) > 50
+
+
+def test_sigint_ends_a_duration_capture(tmp_path):
+    out = tmp_path / "run.h5"
+    proc = popen_hwval("capture", "--no-nvml", "--no-rapl", "-m", SYN, "--duration", "60", "-o", str(out))
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=20)
+    assert proc.returncode == 0
+    with open_run(out) as run:
+        assert run.complete and run.attrs["stop_reason"] == "stopped by SIGINT"
+
+
+def test_sigkill_leaves_a_recoverable_file_with_old_samples(tmp_path):
+    out = tmp_path / "run.h5"
+    proc = popen_hwval("capture", "--no-nvml", "--no-rapl", "-m", SYN, "--duration", "60", "-o", str(out))
+    deadline = time.monotonic() + 15
+    while not out.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(3.0)
+    killed_ns = time.monotonic_ns()
+    proc.kill()
+    proc.wait()
+    info = run_hwval("info", str(out))
+    # Either the file opens directly (flagged incomplete) or hwval names the recover step.
+    assert "hwval recover" in info.stdout + info.stderr
+    assert run_hwval("recover", str(out)).returncode == 0
+    with open_run(out) as run:
+        assert not run.complete and run.attrs["recovered"]
+        t = run.stream("syn").t
+        killed_t = (killed_ns - run.origin_monotonic_ns) / 1e9
+        # every sample older than 2 s before the kill is there, with no hole
+        assert t[-1] >= killed_t - 2.0
+        assert np.max(np.diff(t)) < 0.2
+        assert t[0] < 0.2
+    assert not (tmp_path / "run.h5.journal").exists()
+    assert "(recovered from journal)" in run_hwval("info", str(out)).stdout
+
+
+def test_duration_with_command_terminates_the_workload(tmp_path):
+    out = tmp_path / "run.h5"
+    start = time.monotonic()
+    res = run_hwval("capture", "--no-nvml", "--no-rapl", "-m", SYN, "--duration", "1", "-o", str(out),
+                    "--", sys.executable, "-c", "import time; time.sleep(30)")
+    assert time.monotonic() - start < 15
+    assert res.returncode == 128 + signal.SIGTERM
+    with open_run(out) as run:
+        assert any(e.detail.get("kind") == "duration" for e in run.events if e.name == "error")
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["-m", "nosuch:/dev/x", "--duration", "1"], "unknown driver 'nosuch'"),
+    (["-m", "synthetic", "--duration", "1"], "expected DRIVER:RESOURCE"),
+    (["-m", "synthetic:constant:1?period_s=-1", "--duration", "1"], "period_s must be"),
+    (["-m", "synthetic:constant:1?bogus=1", "--duration", "1"], "unknown option 'bogus'"),
+    (["-m", SYN, "--duration", "1", "-o", "/nonexistent-dir/x.h5"], "does not exist"),
+    (["-m", SYN], "nothing to capture"),
+])
+def test_bad_input_is_one_line_exit_2(tmp_path, args, needle):
+    res = run_hwval("capture", "--no-nvml", "--no-rapl", *args, cwd=tmp_path)
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], res.stderr
+    assert not list(tmp_path.glob("**/*.h5"))
+
+
+def test_unwritable_output_directory(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    os.chmod(locked, 0o500)
+    try:
+        if os.access(locked, os.W_OK):
+            pytest.skip("running as a user that ignores directory permissions (root)")
+        res = run_hwval("capture", "--no-nvml", "--no-rapl", "-m", SYN, "--duration", "1",
+                        "-o", str(locked / "x.h5"))
+        assert res.returncode == 2 and "not writable" in res.stderr
+    finally:
+        os.chmod(locked, 0o700)
+
+
+def test_output_is_a_file_path_under_a_regular_file(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    res = run_hwval("capture", "--no-nvml", "--no-rapl", "-m", SYN, "--duration", "1",
+                    "-o", str(blocker / "x.h5"))
+    assert res.returncode == 2 and "does not exist" in res.stderr
+
+
+def test_existing_output_needs_force(tmp_path):
+    out = tmp_path / "run.h5"
+    out.write_bytes(b"precious")
+    res = run_hwval("capture", "--no-nvml", "--no-rapl", "-m", SYN, "--duration", "0.3", "-o", str(out))
+    assert res.returncode == 2 and "already exists" in res.stderr and "--force" in res.stderr
+    assert out.read_bytes() == b"precious"
+    res = run_hwval("capture", "--no-nvml", "--no-rapl", "-m", SYN, "--duration", "0.3", "-o", str(out), "--force")
+    assert res.returncode == 0
+    with open_run(out) as run:
+        assert run.complete
+
+
+def test_command_not_found_leaves_no_file(tmp_path):
+    out = tmp_path / "run.h5"
+    res = run_hwval("capture", "--no-nvml", "--no-rapl", "-m", SYN, "-o", str(out), "--", "no-such-command-xyz")
+    assert res.returncode == 127
+    assert "command not found: 'no-such-command-xyz'" in res.stderr
+    assert not out.exists() and not (tmp_path / "run.h5.journal").exists()
+
+
+def test_command_not_executable(tmp_path):
+    script = tmp_path / "script.sh"
+    script.write_text("#!/bin/sh\nexit 0\n")
+    res = run_hwval("capture", "--no-nvml", "--no-rapl", "-m", SYN, "-o", str(tmp_path / "r.h5"), "--", str(script))
+    assert res.returncode == 126 and "not executable" in res.stderr
+
+
+def test_malformed_config_file(tmp_path):
+    cfg = tmp_path / "lab.toml"
+    cfg.write_text("[software]\nnvml_perod_s = 0.1\n")
+    res = run_hwval("capture", "-c", str(cfg), "--duration", "1")
+    assert res.returncode == 2
+    assert str(cfg) in res.stderr and "software.nvml_perod_s" in res.stderr
+    cfg.write_text("output = [\n")
+    res = run_hwval("capture", "-c", str(cfg), "--duration", "1")
+    assert res.returncode == 2 and "not valid TOML" in res.stderr
+
+
+def test_config_file_meters_and_output_template(tmp_path):
+    cfg = tmp_path / "lab.toml"
+    cfg.write_text(f"""
+output = "{tmp_path}/runs/{{date}}-{{time}}.h5"
+[software]
+nvml = false
+rapl = false
+[[meters]]
+name = "wall"
+driver = "synthetic"
+resource = "constant:42"
+period_s = 0.02
+""")
+    res = run_hwval("capture", "-c", str(cfg), "--duration", "0.5")
+    assert res.returncode == 0, res.stderr
+    (path,) = (tmp_path / "runs").glob("*.h5")
+    with open_run(path) as run:
+        wall = run.stream("wall")
+        assert np.allclose(wall.data["power_w"], 42.0)
+        assert run.config["meters"][0]["name"] == "wall"
+        assert wall.attrs["period_s"] == pytest.approx(0.02)
+
+
+@pytest.mark.parametrize("content, needle", [
+    (b"not hdf5 at all", "not an HDF5 file"),
+    (None, "not a hwval run"),
+])
+def test_info_rejects_non_runs(tmp_path, content, needle):
+    path = tmp_path / "x.h5"
+    if content is None:
+        import h5py
+        with h5py.File(path, "w") as f:
+            f.create_dataset("data", data=[1, 2, 3])
+    else:
+        path.write_bytes(content)
+    res = run_hwval("info", str(path))
+    assert res.returncode == 2
+    assert len(res.stderr.strip().splitlines()) == 1 and needle in res.stderr
+
+
+def test_info_rejects_newer_schema(tmp_path):
+    out = tmp_path / "run.h5"
+    assert run_hwval("capture", "--no-nvml", "--no-rapl", "-m", SYN, "--duration", "0.3", "-o", str(out)).returncode == 0
+    import h5py
+    with h5py.File(out, "r+") as f:
+        f.attrs["schema_version"] = 2
+    res = run_hwval("info", str(out))
+    assert res.returncode == 2 and "schema version 2" in res.stderr and "upgrade hwval" in res.stderr
