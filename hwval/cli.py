@@ -29,11 +29,27 @@ class LazyGroup(click.Group):
             try:
                 return getattr(importlib.import_module(module_name), attr)
             except ImportError as exc:
-                raise click.ClickException(f"emulator {name!r} is unavailable: {exc}") from None
+                # Listed but not loadable (a missing optional dependency): say so when used,
+                # and keep `--help` of the group working.
+                return _unavailable(name, exc)
         return super().get_command(ctx, name)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _unavailable(name: str, exc: Exception) -> click.Command:
+    def fail_now():
+        raise click.ClickException(f"{name!r} is unavailable here: {exc}")
+
+    return click.Command(name, callback=fail_now, help=f"(unavailable: {exc})",
+                         context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+
+
+COMMANDS = {
+    "doctor": "hwval.commands.doctor:doctor",
+    "demo": "hwval.commands.demo:demo",
+}
+
+
+@click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="hwval")
 def cli() -> None:
     """hwval: how far are software energy meters from the wall?

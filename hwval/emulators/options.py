@@ -23,7 +23,7 @@ from hwval.emulators.bench import Bench, MeterModel, PowerProfile
 def bench_options(*, window_s: float = 0.0, latency_s: float = 0.0, quantum_w: float = 0.0,
                   noise_w: float = 0.0) -> Callable:
     """Decorator adding ``--profile --window-s --latency-s --quantum-w --noise-w --gain
-    --offset-w --drift-ppm --seed --ready-file`` with per-meter defaults; the wrapped command
+    --offset-w --drift-ppm --seed --t0-ns --ready-file`` with per-meter defaults; the wrapped command
     receives ``bench: Bench``, ``model: MeterModel`` and ``ready_file`` instead."""
 
     def decorate(func: Callable) -> Callable:
@@ -42,17 +42,19 @@ def bench_options(*, window_s: float = 0.0, latency_s: float = 0.0, quantum_w: f
         @click.option("--drift-ppm", type=float, default=0.0, show_default=True,
                       help="meter clock drift in parts per million")
         @click.option("--seed", type=int, default=None, help="noise seed (reproducible runs)")
+        @click.option("--t0-ns", type=int, default=None,
+                      help="bench time zero on CLOCK_MONOTONIC (share it so several emulators see one bench)")
         @click.option("--ready-file", type=click.Path(dir_okay=False), default=None,
                       help="write a JSON file {resource, t0_monotonic_ns, pid} once ready")
         @functools.wraps(func)
         def wrapper(profile: str, window_s: float, latency_s: float, quantum_w: float,
                     noise_w: float, gain: float, offset_w: float, drift_ppm: float,
-                    seed: int | None, ready_file: str | None, **kwargs: Any) -> Any:
+                    seed: int | None, t0_ns: int | None, ready_file: str | None, **kwargs: Any) -> Any:
             try:
                 power_profile = PowerProfile.parse(profile)
             except ValueError as exc:
                 raise click.BadParameter(str(exc), param_hint="--profile") from None
-            bench = Bench(power_profile, seed=seed)
+            bench = Bench(power_profile, seed=seed) if t0_ns is None else Bench(power_profile, t0_ns=t0_ns, seed=seed)
             model = MeterModel(window_s=window_s, latency_s=latency_s, quantum_w=quantum_w,
                                noise_w=noise_w, gain=gain, offset_w=offset_w, drift_ppm=drift_ppm)
             return func(bench=bench, model=model, ready_file=ready_file, **kwargs)

@@ -1,0 +1,1 @@
+"""Workloads hwval runs itself: a small CNN training job on synthetic data (torch)."""
