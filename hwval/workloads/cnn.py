@@ -37,7 +37,7 @@ def train(epochs: int, batches: int, batch_size: int, idle_s: float, seed: int, 
     # Synthetic but learnable: the label is a function of the image, so the loss falls.
     x = torch.randn(batches * batch_size, 3, 32, 32, device=dev)
     y = (x[:, 0].mean(dim=(1, 2)) > 0).long() + 2 * (x[:, 1].mean(dim=(1, 2)) > 0).long()
-    hwval.mark("idle_start", seconds=idle_s)
+    hwval.mark("idle_before", seconds=idle_s)
     time.sleep(idle_s)
     loss_value = float("nan")
     for epoch in range(epochs):
@@ -56,7 +56,7 @@ def train(epochs: int, batches: int, batch_size: int, idle_s: float, seed: int, 
         loss_value = total / batches
         hwval.mark("epoch_end", epoch=epoch, loss=loss_value, samples=batches * batch_size)
         print(f"epoch {epoch}: loss {loss_value:.4f}", flush=True)
-    hwval.mark("idle_start", seconds=idle_s)
+    hwval.mark("idle_after", seconds=idle_s)
     time.sleep(idle_s)
     return loss_value
 
