@@ -133,6 +133,7 @@ class Source(Protocol):
     #: ``"polled"`` or ``"streaming"``.
     mode: str
     #: Nominal period for polled sources (seconds between deadlines); informative for streaming.
+    #: May stay ``None`` until ``open()`` returns when the default depends on the instrument.
     period_s: float | None
 
     def open(self, ctx: SourceContext) -> list[StreamInfo]:

@@ -1,0 +1,127 @@
+"""Shared helpers for the VISA driver tests (imported by test_wt300*, test_hmc8015*, test_n6705*),
+and tests of the emulators' SCPI parser they all rely on.
+
+Drivers run against the real recorder (``hwval.capture.recorder.Recorder``) with an in-memory
+subscriber, through pyvisa-py over TCP to an in-process :class:`ScpiServer`, or through
+pyvisa-sim with the shipped YAML definitions.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pytest
+
+from hwval.capture.documents import Event, Page, Start
+from hwval.capture.recorder import Recorder
+from hwval.emulators.scpi_server import (Faults, Instrument, ScpiServer, match_header,
+                                         parse_message, split_arguments)
+
+
+@dataclass
+class RecordingContext:
+    """A minimal SourceContext for driving a source by hand (no threads, no recorder)."""
+
+    stop: threading.Event = field(default_factory=threading.Event)
+    readings: list[tuple[int, str, dict[str, float]]] = field(default_factory=list)
+    events: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+    errors: dict[str, int] = field(default_factory=dict)
+    messages: list[str] = field(default_factory=list)
+
+    def emit(self, stream: str, values, t_ns: int | None = None) -> None:
+        self.readings.append((time.monotonic_ns() if t_ns is None else t_ns, stream, dict(values)))
+
+    def event(self, name: str, stream: str = "", t_ns: int | None = None, **detail: Any) -> None:
+        self.events.append((name, stream, detail))
+
+    def count_error(self, stream: str, kind: str, message: str = "") -> None:
+        self.errors[kind] = self.errors.get(kind, 0) + 1
+        self.messages.append(message)
+
+
+def poll(source, ctx: RecordingContext, duration_s: float) -> list[tuple[int, dict[str, float]]]:
+    """Call ``read()`` on ``source.period_s`` deadlines for ``duration_s``; (receipt ns, values)."""
+    out = []
+    period = source.period_s
+    deadline = time.monotonic()
+    end = deadline + duration_s
+    while deadline < end:
+        deadline += period
+        time.sleep(max(0.0, deadline - time.monotonic()))
+        for values in source.read().values():
+            out.append((time.monotonic_ns(), dict(values)))
+    return out
+
+
+@dataclass
+class Capture:
+    """What the real recorder produced for one source."""
+
+    t_ns: np.ndarray
+    values: dict[str, np.ndarray]
+    events: list[Event]
+    stats: dict[str, Any]
+
+    def names(self) -> list[str]:
+        return [e.name for e in self.events]
+
+
+def record(source, duration_s: float, during=None, name: str = "wall") -> Capture:
+    """Run ``source`` under the real recorder for ``duration_s``; ``during(t_s)`` is called
+    about every 50 ms (to switch faults on and off)."""
+    origin = time.monotonic_ns()
+    docs: list = []
+    rec = Recorder(Start("test", "now", "host", [], origin, time.time_ns(), "{}", "0"), [docs.append])
+    rec.add_source(name, source)
+    rec.start()
+    t0 = time.monotonic()
+    while (elapsed := time.monotonic() - t0) < duration_s:
+        if during is not None:
+            during(elapsed)
+        time.sleep(0.05)
+    stop = rec.finish(0)
+    pages = [d for d in docs if isinstance(d, Page) and d.stream == name]
+    t = np.concatenate([p.t for p in pages]) if pages else np.zeros(0)
+    keys = pages[0].values.keys() if pages else ()
+    values = {k: np.concatenate([p.values[k] for p in pages]) for k in keys}
+    events = [d for d in docs if isinstance(d, Event)]
+    return Capture((origin + t * 1e9).astype(np.int64), values, events, stop.stream_stats.get(name, {}))
+
+
+@pytest.fixture
+def serve():
+    """``serve(instrument, **faults)`` -> a started ScpiServer, stopped after the test."""
+    servers: list[ScpiServer] = []
+
+    def start(instrument: Instrument, **faults: Any) -> ScpiServer:
+        server = ScpiServer(instrument, faults=Faults(**faults)).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+# -- the emulators' SCPI parsing ---------------------------------------------------------------
+
+def test_headers_match_short_long_and_suffixes():
+    assert match_header(":NUMeric[:NORMal]:VALue", ("NUM", "NORM", "VAL")) == []
+    assert match_header(":NUMeric[:NORMal]:VALue", ("numeric", "value")) == []
+    assert match_header(":NUMeric[:NORMal]:ITEM#", ("NUM", "NORM", "ITEM12")) == [12]
+    assert match_header("VIEW:NUMeric:PAGE#:CELL#:FUNCtion", ("VIEW", "NUM", "PAGE1", "CELL3", "FUNC")) == [1, 3]
+    assert match_header(":NUMeric[:NORMal]:VALue", ("NUME", "VAL")) is None  # neither short nor long
+    assert match_header(":INPut:VOLTage:RANGe", ("INP", "CURR", "RANG")) is None
+
+
+def test_messages_split_with_path_inheritance_and_arguments():
+    cmds = parse_message(":NUM:NORM:ITEM1 P,1;ITEM2 U,1;*IDN?;:STAT:ERR?")
+    assert [c.nodes for c in cmds] == [("NUM", "NORM", "ITEM1"), ("NUM", "NORM", "ITEM2"), ("*IDN",),
+                                       ("STAT", "ERR")]
+    assert cmds[0].args == ("P", "1") and cmds[2].query and cmds[3].query
+    assert split_arguments('1000,(@1,2)') == ["1000", "(@1,2)"]
+    assert split_arguments('"a,b",3') == ['"a,b"', "3"]
