@@ -209,7 +209,10 @@ class Recorder:
         return infos
 
     def close_sources(self) -> None:
-        """Close opened sources when the capture is abandoned before :meth:`start`."""
+        """Close opened sources when the capture is abandoned before :meth:`start`. ``stop`` is
+        set first: it tells a source this close is final, not a reconnect (an analyzer then
+        stops its integrator)."""
+        self.stop_event.set()
         for runner in self.runners:
             try:
                 runner.source.close()
