@@ -1,0 +1,41 @@
+"""Small pieces every serial device loop needs: a meter's energy counter made relative and
+reset-proof, and recognising an emulator's pty link."""
+
+from __future__ import annotations
+
+import os
+
+#: Directory prefix of the pty links made by :mod:`hwval.emulators.pty`.
+EMULATOR_DIR_PREFIX = "hwval-emu-"
+
+
+def is_emulated(resource: str) -> bool:
+    """True when ``resource`` is a pty link made by an hwval emulator (recorded as
+    ``emulated`` in the run file so a dry run is never mistaken for a measurement)."""
+    return os.path.basename(os.path.dirname(resource)).startswith(EMULATOR_DIR_PREFIX)
+
+
+class RelativeEnergy:
+    """Turns a meter's cumulative energy reading into ``energy_j``: 0 at the first reading,
+    never decreasing across a counter reset (plug reboot, ``EnergyReset``) or a reconnect.
+
+    ``update(total_j)`` returns ``(energy_j, was_reset)``; a decrease is taken as a reset: the
+    energy accumulated so far is kept and counting resumes from the new value.
+    """
+
+    def __init__(self) -> None:
+        self._last_j: float | None = None
+        self.energy_j = 0.0
+        self.resets = 0
+
+    def update(self, total_j: float) -> tuple[float, bool]:
+        reset = False
+        if self._last_j is not None:
+            delta = total_j - self._last_j
+            if delta >= 0:
+                self.energy_j += delta
+            else:
+                reset = True
+                self.resets += 1
+        self._last_j = total_j
+        return self.energy_j, reset
