@@ -202,7 +202,8 @@ class Recorder:
                 raise ValueError(f"two streams are named {info.name!r}; rename one (name=...)")
         for info in infos:
             self.infos[info.name] = info
-            self.stats[info.name] = StreamStats()
+            # setdefault: errors the source counted while opening are kept
+            self.stats.setdefault(info.name, StreamStats())
         runner.infos = infos
         runner.stream_names = [i.name for i in infos]
         self.runners.append(runner)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import os
+import termios
 import time
 from typing import Callable
 
@@ -90,7 +91,8 @@ def open_serial(resource: str, *, baudrate: int, bytesize: int = 8, parity: str 
         # a real UART does not hand out bytes received before it was opened; a pty (and some
         # USB adapters) do: drop them so the first frame we parse is a fresh one
         port.reset_input_buffer()
-    except (serial.SerialException, OSError) as exc:
+    except (serial.SerialException, OSError, termios.error) as exc:
+        # termios.error is not an OSError: a port that dies between open and flush raises it
         port.close()
         raise SourceUnavailable(_open_failure(resource, settings, exc)) from None
     return port

@@ -1,0 +1,247 @@
+"""The pzem004t driver through its real transport (pyserial on a pty) against the emulator."""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+
+import pytest
+
+from hwval.emulators.bench import Bench, MeterModel, PowerProfile
+from hwval.emulators.pty import FaultPlan
+from hwval.emulators.pzem004t import Pzem004tEmulator
+from hwval.sources.base import Disconnected, SourceSpec, SourceUnavailable, TransientError
+from hwval.sources.serial import pzem004t_codec as codec
+from hwval.sources.serial.pzem004t import create
+
+PZEM_MODEL = MeterModel(window_s=1.0, quantum_w=0.1)
+
+
+class FakeContext:
+    """The SourceContext a recorder would give: records what the driver reports."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.errors: collections.Counter[str] = collections.Counter()
+        self.messages: list[str] = []
+        self.events: list[tuple[str, dict]] = []
+
+    def emit(self, stream, values, t_ns=None):
+        raise AssertionError("a polled source must not emit")
+
+    def event(self, name, stream="", t_ns=None, **detail):
+        self.events.append((name, detail))
+
+    def count_error(self, stream, kind, message=""):
+        self.errors[kind] += 1
+        self.messages.append(message)
+
+
+def source(path, **options):
+    return create(SourceSpec("pzem004t", path, "wall", 0.5, options))
+
+
+@pytest.fixture
+def bench():
+    return Bench(PowerProfile.parse("constant:123.4"), seed=1)
+
+
+def test_reads_the_emulated_module_with_identity(bench):
+    with Pzem004tEmulator(bench, PZEM_MODEL, address=7, energy_start_wh=38) as emu:
+        src = source(emu.path, address=7)
+        ctx = FakeContext()
+        [info] = src.open(ctx)
+        try:
+            assert info.identity["modbus_address"] == 7
+            assert info.identity["power_alarm_threshold_w"] == 2300
+            assert info.key_names() == ("power_w", "energy_j", "voltage_v", "current_a",
+                                        "frequency_hz", "power_factor")
+            power = {k.name: k for k in info.keys}["power_w"]
+            assert (power.semantics, power.window_s) == ("window_mean", 1.0)
+            reading = src.read()["wall"]
+        finally:
+            src.close()
+    assert reading["power_w"] == pytest.approx(123.4)
+    assert reading["voltage_v"] == pytest.approx(230.0)
+    assert reading["current_a"] == pytest.approx(round(123.4 / (230 * 0.95), 3))
+    assert reading["power_factor"] == pytest.approx(0.95)
+    assert reading["frequency_hz"] == pytest.approx(50.0)
+    assert reading["energy_j"] == 0.0  # relative to the first reading
+    assert not ctx.errors
+
+
+def test_general_address_reaches_any_module(bench):
+    with Pzem004tEmulator(bench, PZEM_MODEL, address=42) as emu:
+        src = source(emu.path, address=codec.GENERAL_ADDRESS)
+        [info] = src.open(FakeContext())
+        try:
+            assert info.identity["modbus_address"] == 42
+            assert src.read()["wall"]["power_w"] == pytest.approx(123.4)
+        finally:
+            src.close()
+
+
+def test_energy_is_relative_and_reset_at_start():
+    # 3.6 kW: one Wh every second, so the 1 Wh register moves within the test
+    bench = Bench(PowerProfile.parse("constant:3600"))
+    with Pzem004tEmulator(bench, PZEM_MODEL, update_s=0.25, energy_start_wh=1000) as emu:
+        src = source(emu.path, reset_energy=True)
+        [info] = src.open(FakeContext())
+        try:
+            assert info.identity["energy_reset_at_start"] is True
+            first = src.read()["wall"]["energy_j"]
+            time.sleep(1.3)
+            later = src.read()["wall"]["energy_j"]
+            raw = codec.decode_measurement(emu.registers_at(bench.t_s())).energy_wh
+        finally:
+            src.close()
+    assert first == 0.0
+    assert later in (3600.0, 7200.0)  # 1.3 s at 1 Wh/s, in whole Wh, 0.25 s refresh
+    assert raw <= 2  # the reset zeroed the module's 1000 Wh
+
+
+def test_energy_counter_going_backwards_stays_continuous():
+    bench = Bench(PowerProfile.parse("constant:3600"))
+    with Pzem004tEmulator(bench, PZEM_MODEL, update_s=0.1, energy_start_wh=5) as emu:
+        src = source(emu.path)
+        ctx = FakeContext()
+        src.open(ctx)
+        try:
+            src.read()
+            time.sleep(1.1)
+            before = src.read()["wall"]["energy_j"]
+            emu.reset_energy()  # someone else zeroed the counter mid-capture
+            time.sleep(1.1)
+            after = src.read()["wall"]["energy_j"]
+        finally:
+            src.close()
+    assert before >= 3600.0
+    assert after >= before
+    assert ctx.errors["energy_counter_reset"] == 1
+
+
+def test_faults_are_counted_and_retried(bench):
+    faults = FaultPlan(garbage_rate=0.3, bad_checksum_rate=0.3, truncate_rate=0.2, seed=4)
+    with Pzem004tEmulator(bench, PZEM_MODEL, faults) as emu:
+        src = source(emu.path, retries=3, timeout_s=0.15)
+        ctx = FakeContext()
+        src.open(ctx)
+        readings, gaps = [], 0
+        try:
+            for _ in range(12):
+                try:
+                    readings.append(src.read()["wall"]["power_w"])
+                except TransientError:
+                    gaps += 1
+        finally:
+            src.close()
+        injected = emu.injected
+    assert readings and all(p == pytest.approx(123.4) for p in readings)
+    assert injected["bad_checksum"] and injected["truncate"] and injected["garbage"]
+    assert ctx.errors["bad_crc"] >= 1 and ctx.errors["truncated"] >= 1
+    assert ctx.errors["garbage"] >= 1
+    assert len(readings) + gaps == 12
+
+
+def test_exception_reply_is_counted_with_its_meaning(bench):
+    with Pzem004tEmulator(bench, PZEM_MODEL, exception_rate=1.0, exception_code=4) as emu:
+        src = source(emu.path)
+        ctx = FakeContext()
+        src.open(ctx)  # holding registers still answer
+        try:
+            with pytest.raises(TransientError, match="slave device failure"):
+                src.read()
+        finally:
+            src.close()
+    assert ctx.errors["modbus_exception"] == 1
+    assert "slave device failure" in ctx.messages[-1]
+
+
+def test_emulator_answers_illegal_requests_like_the_module(bench):
+    emu = Pzem004tEmulator(bench, PZEM_MODEL)
+    req = codec.parse_request(codec.read_registers_request(1, codec.READ_INPUT, 0, 11))
+    assert codec.parse_reply(emu.answer(req)) == codec.ExceptionReply(1, codec.READ_INPUT, 2)
+    unknown = codec.parse_request(codec.append_crc(bytes((1, 0x11))))
+    assert codec.parse_reply(emu.answer(unknown)).code == 1
+    other = codec.parse_request(codec.read_measurement_request(9))
+    assert emu.answer(other) == b""  # another slave's request: silence
+    change = codec.parse_request(codec.write_register_request(1, codec.HOLDING_ADDRESS, 9))
+    assert codec.parse_reply(emu.answer(change)) == codec.EchoReply(1, codec.WRITE_SINGLE,
+                                                                    bytes((0, 2, 0, 9)))
+    assert emu.address == 9
+
+
+def test_wrong_address_is_a_clear_start_error(bench):
+    with Pzem004tEmulator(bench, PZEM_MODEL, address=1) as emu:
+        src = source(emu.path, address=2, timeout_s=0.1)
+        with pytest.raises(SourceUnavailable, match="no reply from PZEM-004T at Modbus address 2"):
+            src.open(FakeContext())
+
+
+def test_wrong_baud_rate_is_named(bench):
+    with Pzem004tEmulator(bench, PZEM_MODEL) as emu:
+        src = source(emu.path, baudrate=4800, timeout_s=0.1)
+        # the module cannot decode a request sent at the wrong speed, so it stays silent
+        with pytest.raises(SourceUnavailable, match=r"baudrate=4800 differs .* fixed 9600 \(wrong baud"):
+            src.open(FakeContext())
+
+
+def test_missing_and_busy_ports_are_clear(bench, tmp_path):
+    with pytest.raises(SourceUnavailable, match="does not exist"):
+        source(str(tmp_path / "ttyUSB9")).open(FakeContext())
+    with Pzem004tEmulator(bench, PZEM_MODEL) as emu:
+        first = source(emu.path)
+        first.open(FakeContext())
+        try:
+            with pytest.raises(SourceUnavailable, match="busy"):
+                source(emu.path).open(FakeContext())
+        finally:
+            first.close()
+
+
+def test_unplug_raises_disconnected_and_replug_resumes(bench):
+    with Pzem004tEmulator(bench, PZEM_MODEL) as emu:
+        src = source(emu.path, timeout_s=0.2)
+        ctx = FakeContext()
+        src.open(ctx)
+        assert src.read()["wall"]["power_w"] == pytest.approx(123.4)
+        emu.unplug(0.3)
+        with pytest.raises(Disconnected):
+            src.read()
+        src.close()
+        assert emu.plugged.wait(2.0)
+        src.open(ctx)  # what the recorder does after Disconnected
+        try:
+            assert src.read()["wall"]["power_w"] == pytest.approx(123.4)
+        finally:
+            src.close()
+
+
+@pytest.mark.parametrize("options, text", [
+    ({"address": 0}, "1..247"),
+    ({"address": 250}, "1..247"),
+    ({"bogus": 1}, "unknown option 'bogus'"),
+    ({"timeout_s": 0.0}, "timeout_s"),
+    ({"reset_energy": "yes"}, "must be bool"),
+])
+def test_bad_options_are_named(options, text):
+    with pytest.raises(ValueError, match=text):
+        create(SourceSpec("pzem004t", "/dev/null", "wall", None, options))
+
+
+def test_replies_that_never_parse_are_reported_as_a_likely_wrong_baud_rate(bench):
+    with Pzem004tEmulator(bench, PZEM_MODEL) as emu:
+        src = source(emu.path, retries=0, timeout_s=0.1, silence_s=0.3)
+        ctx = FakeContext()
+        src.open(ctx)
+        emu.faults = FaultPlan(bad_checksum_rate=1.0)  # from now on every reply is damaged
+        try:
+            for _ in range(5):
+                with pytest.raises(TransientError, match="CRC"):
+                    src.read()
+        finally:
+            src.close()
+    assert ctx.errors["bad_crc"] == 5
+    assert ctx.errors["silence"] == 1
+    assert any("wrong baud rate?" in m and "9600 8N1" in m for m in ctx.messages)
