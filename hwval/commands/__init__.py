@@ -1,0 +1,1 @@
+"""Click commands that live outside cli.py (loaded lazily by it)."""

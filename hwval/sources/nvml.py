@@ -1,0 +1,402 @@
+"""``nvml``: NVIDIA GPU board power and energy through NVML (package ``nvidia-ml-py``).
+
+Spec: ``nvml:[VISIBLE][?period_s=0.05&detect_s=0.25&fields=true]``. VISIBLE overrides
+``CUDA_VISIBLE_DEVICES`` (same syntax); empty = what the environment makes visible. One stream
+``nvml_gpu<i>`` per visible GPU, where ``i`` is the index the workload uses (``cuda:i``), matched
+by UUID (see :mod:`hwval.sources.nvml_devices`). Keys, each only where the GPU supports it:
+
+``power_w``
+    ``nvmlDeviceGetPowerUsage`` (mW -> W), whole board. A 1 s mean on Ampere and newer except
+    GA100 (``semantics = window_mean``, ``window_s = 1``), an instantaneous value otherwise.
+``energy_j``
+    ``nvmlDeviceGetTotalEnergyConsumption`` (mJ since driver load, Volta+), minus its value at
+    the first reading, in exact integer millijoules until converted.
+``power_instant_w`` / ``power_average_w``
+    Field values ``NVML_FI_DEV_POWER_INSTANT`` / ``NVML_FI_DEV_POWER_AVERAGE`` (GPU scope).
+
+At open the update period is detected (a burst of back-to-back reads of the energy counter, or
+of the power when there is no counter, for ``detect_s`` seconds; the smallest interval between
+value changes) and recorded in the identity and the notes.
+
+Faults: a function that answers NOT_SUPPORTED at open is skipped with a note; a transient error
+(UNKNOWN, TIMEOUT...) is a gap of that GPU's stream (of the whole source when every GPU failed,
+via :class:`TransientError`); GPU_IS_LOST records an ``error`` and a ``gap_start`` for that
+stream, which then stops reporting while the other GPUs go on (when every GPU is lost the source
+raises :class:`Disconnected` and the recorder reopens it with backoff). No driver or no visible
+GPU is a :class:`SourceUnavailable` with the fix.
+
+Sources: NVML API reference (nvmlDeviceGetPowerUsage, nvmlDeviceGetTotalEnergyConsumption,
+nvmlDeviceGetFieldValues, NVML_FI_DEV_POWER_*); nvidia-ml-py (pynvml.py); MEASUREMENT.md (NVML
+section: 1 s window, update period detection as in Zeus, transient errors, UUID matching).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import pynvml
+
+from hwval.sources.base import (Disconnected, Key, SourceContext, SourceSpec, SourceUnavailable,
+                                StreamInfo, TransientError, check_options)
+from hwval.sources.nvml_devices import (LOST_CODES, REOPEN_CODES, UNSUPPORTED_CODES, VisibleGpu,
+                                        enumerate_devices, error_name, field_value, identity,
+                                        order_note, parse_visible, power_usage_semantics,
+                                        resolve_visible)
+
+DEFAULT_PERIOD_S = 0.05
+DEFAULT_DETECT_S = 0.25
+OPTIONS = {"detect_s": float, "fields": bool}
+
+#: Field values read where supported: (field id, key, semantics, window_s, description).
+POWER_FIELDS = (
+    (pynvml.NVML_FI_DEV_POWER_INSTANT, "power_instant_w", "instant", None,
+     "NVML_FI_DEV_POWER_INSTANT (GPU scope)"),
+    (pynvml.NVML_FI_DEV_POWER_AVERAGE, "power_average_w", "window_mean", 1.0,
+     "NVML_FI_DEV_POWER_AVERAGE (GPU scope; NVIDIA documents a 1 s average)"),
+)
+
+
+def init_error_message(exc: pynvml.NVMLError) -> str:
+    code = exc.value
+    if code == pynvml.NVML_ERROR_LIBRARY_NOT_FOUND:
+        return ("no NVIDIA driver on this machine (libnvidia-ml.so.1 not found); install the "
+                "NVIDIA driver, or capture without NVML (--no-nvml)")
+    if code == pynvml.NVML_ERROR_DRIVER_NOT_LOADED:
+        return ("the NVIDIA kernel driver is not loaded (nvidia-smi fails too); load it "
+                "('sudo modprobe nvidia' or reboot after installing), or use --no-nvml")
+    if code == pynvml.NVML_ERROR_NO_PERMISSION:
+        return ("permission denied opening the GPU devices (/dev/nvidia*); add this user to "
+                "the group owning them, or use --no-nvml")
+    if code == pynvml.NVML_ERROR_LIB_RM_VERSION_MISMATCH:
+        return ("the NVML library and the kernel driver versions differ (driver updated "
+                "without reboot); reboot or reload the nvidia module, or use --no-nvml")
+    return f"nvmlInit failed ({error_name(exc)}: {exc}); check nvidia-smi, or use --no-nvml"
+
+
+@dataclass
+class _Gpu:
+    """Reading state of one visible GPU."""
+
+    stream: str
+    visible: VisibleGpu
+    has_power: bool = False
+    has_energy: bool = False
+    fields: list[tuple[int, str]] = field(default_factory=list)
+    energy_base_mj: int | None = None
+    last_energy_mj: int | None = None
+    lost: bool = False
+    in_gap: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def handle(self) -> Any:
+        return self.visible.device.handle
+
+
+def _smallest_change_interval_s(changes: list[tuple[int, int]], widths_ns: list[int]) -> float | None:
+    """Smallest interval between consecutive well-timed changes, in seconds.
+
+    ``changes`` are ``(start of the read before, end of the read that saw the change)`` in ns: the
+    change happened inside. It counts as well-timed when that bracket is at most three times the
+    median bracket (+50 us); its time is the bracket's middle.
+    """
+    if len(changes) < 2 or not widths_ns:
+        return None
+    tight_ns = 3 * statistics.median(widths_ns) + 50_000
+    mids = [((lo + hi) // 2, hi - lo <= tight_ns) for lo, hi in changes]
+    intervals = [b - a for (a, a_ok), (b, b_ok) in zip(mids, mids[1:]) if a_ok and b_ok]
+    return min(intervals) / 1e9 if intervals else None
+
+
+class NvmlSource:
+    """Polled source over every visible NVIDIA GPU."""
+
+    mode = "polled"
+
+    def __init__(self, spec: SourceSpec, clock_ns: Callable[[], int] = time.monotonic_ns,
+                 environ: Mapping[str, str] | None = None) -> None:
+        opts = check_options(spec, OPTIONS)
+        self.spec = spec
+        self.period_s = DEFAULT_PERIOD_S if spec.period_s is None else spec.period_s
+        if not self.period_s > 0:
+            raise ValueError(f"nvml: period_s must be > 0, got {self.period_s!r}")
+        self.detect_s = opts.get("detect_s", DEFAULT_DETECT_S)
+        if self.detect_s < 0:
+            raise ValueError(f"nvml: option 'detect_s' must be >= 0 s, got {self.detect_s!r}")
+        self.read_fields = opts.get("fields", True)
+        self.prefix = spec.name if spec.name and spec.name != "nvml" else "nvml"
+        self.environ = os.environ if environ is None else environ
+        self._clock = clock_ns
+        self._gpus: list[_Gpu] = []
+        self._initialised = False
+        self.ctx: SourceContext | None = None
+        #: Update period detected per stream at open (seconds or None); also in the identity.
+        self.update_periods: dict[str, float | None] = {}
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def open(self, ctx: SourceContext) -> list[StreamInfo]:
+        self.close()
+        self.ctx = ctx
+        try:
+            pynvml.nvmlInit()
+        except pynvml.NVMLError as exc:
+            raise SourceUnavailable(init_error_message(exc)) from None
+        self._initialised = True
+        try:
+            return self._open_devices(ctx)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open_devices(self, ctx: SourceContext) -> list[StreamInfo]:
+        resource = self.spec.resource.strip()
+        raw_visible = resource if resource else self.environ.get("CUDA_VISIBLE_DEVICES")
+        visible = parse_visible(raw_visible)
+        try:
+            devices = enumerate_devices()
+        except pynvml.NVMLError as exc:
+            raise SourceUnavailable(f"cannot list GPUs ({error_name(exc)}: {exc}); check "
+                                    "nvidia-smi, or use --no-nvml") from None
+        if not devices:
+            raise SourceUnavailable("the NVIDIA driver is loaded but sees no GPU; check "
+                                    "nvidia-smi, or capture without NVML (--no-nvml)")
+        gpus, notes = resolve_visible(visible, devices)
+        where = "the nvml resource" if resource else "CUDA_VISIBLE_DEVICES"
+        if not gpus:
+            raise SourceUnavailable(
+                f"{where}={raw_visible!r} selects none of the {len(devices)} GPU(s) "
+                f"({', '.join(d.uuid for d in devices)}); fix it or use --no-nvml"
+                + (f" ({'; '.join(notes)})" if notes else ""))
+        identities = {g.device.uuid: identity(g.device) for g in gpus}
+        note = order_note(visible, [i["name"] or "" for i in identities.values()],
+                          self.environ.get("CUDA_DEVICE_ORDER"))
+        if note:
+            notes.append(note)
+        for g in gpus:
+            gpu = _Gpu(f"{self.prefix}_gpu{g.cuda_index}", g, notes=list(g.notes) + notes)
+            self._probe(gpu)
+            if gpu.has_power or gpu.has_energy or gpu.fields:
+                self._gpus.append(gpu)
+            else:
+                ctx.event("error", "", kind="gpu_without_power", uuid=g.device.uuid,
+                          message=f"nvml: {g.device.uuid} reports neither power nor energy; skipped")
+        if not self._gpus:
+            raise SourceUnavailable("no visible GPU reports power or energy (NOT_SUPPORTED "
+                                    "on every GPU, e.g. MIG guests or old boards); use --no-nvml")
+        self._detect_update_periods()
+        return [self._info(gpu, identities[gpu.visible.device.uuid]) for gpu in self._gpus]
+
+    def _probe(self, gpu: _Gpu) -> None:
+        """Find out which readings this GPU supports; note the ones it does not."""
+        h = gpu.handle
+        for attr, func, what in (("has_power", pynvml.nvmlDeviceGetPowerUsage, "power usage"),
+                                 ("has_energy", pynvml.nvmlDeviceGetTotalEnergyConsumption,
+                                  "total energy counter")):
+            try:
+                func(h)
+                setattr(gpu, attr, True)
+            except pynvml.NVMLError as exc:
+                gpu.notes.append(f"{what} not available ({error_name(exc)}): key skipped")
+        if not self.read_fields:
+            return
+        ids = [fid for fid, *_ in POWER_FIELDS]
+        try:
+            values = pynvml.nvmlDeviceGetFieldValues(h, ids)
+        except pynvml.NVMLError as exc:
+            gpu.notes.append(f"field values not available ({error_name(exc)}): "
+                             "power_instant_w / power_average_w skipped")
+            return
+        for (fid, key, *_), value in zip(POWER_FIELDS, values):
+            if value.nvmlReturn == pynvml.NVML_SUCCESS:
+                gpu.fields.append((fid, key))
+            else:
+                gpu.notes.append(f"{key} not available "
+                                 f"({error_name(pynvml.NVMLError(value.nvmlReturn))}): key skipped")
+
+    def _detect_update_periods(self) -> None:
+        """Back-to-back reads for ``detect_s``; per GPU the smallest interval between changes.
+
+        A change happened between the start of the read before it and the end of the read that
+        saw it. Only changes pinned down that tightly (within a few typical read gaps) are used:
+        a read the scheduler delayed by milliseconds would otherwise make an interval look short.
+        """
+        self.update_periods = {}
+        if self.detect_s <= 0:
+            for gpu in self._gpus:
+                self.update_periods[gpu.stream] = None
+            return
+        probes = []
+        for gpu in self._gpus:
+            func = (pynvml.nvmlDeviceGetTotalEnergyConsumption if gpu.has_energy
+                    else pynvml.nvmlDeviceGetPowerUsage if gpu.has_power else None)
+            # [gpu, function, changes as (start of previous read, end of this read) ns,
+            #  bracket widths ns, last value, start of last read ns]
+            probes.append([gpu, func, [], [], None, None])
+        end = self._clock() + int(self.detect_s * 1e9)
+        while self._clock() < end:
+            for probe in probes:
+                gpu, func = probe[0], probe[1]
+                if func is None:
+                    continue
+                # The value was sampled somewhere between these two instants; a change happened
+                # between the start of the previous read and the end of this one.
+                before = self._clock()
+                try:
+                    value = func(gpu.handle)
+                except pynvml.NVMLError:
+                    continue  # a failed read during detection only costs one sample
+                after = self._clock()
+                if probe[5] is not None:
+                    probe[3].append(after - probe[5])
+                    if value != probe[4]:
+                        probe[2].append((probe[5], after))
+                probe[4], probe[5] = value, before
+        for gpu, func, changes, gaps, _, _ in probes:
+            period = _smallest_change_interval_s(changes, gaps)
+            self.update_periods[gpu.stream] = period
+            what = "energy counter" if gpu.has_energy else "power"
+            if period is None:
+                gpu.notes.append(f"update period not detected: the {what} changed "
+                                 f"{len(changes)} time(s) in a {self.detect_s} s burst")
+            else:
+                gpu.notes.append(f"detected update period of the {what}: {period * 1e3:.1f} ms "
+                                 f"(smallest interval between {len(changes)} changes in a "
+                                 f"{self.detect_s} s burst)")
+                if self.period_s > period:
+                    gpu.notes.append(f"period {self.period_s} s is longer than the update period: "
+                                     "some power updates are never seen (the energy counter "
+                                     f"loses nothing); poll every {period / 2:.3g} s to see all")
+
+    def _info(self, gpu: _Gpu, ident: dict[str, Any]) -> StreamInfo:
+        ident = dict(ident)
+        semantics, window_s = power_usage_semantics(ident.get("architecture_code"), ident.get("name") or "")
+        keys = []
+        if gpu.has_power:
+            keys.append(Key("power_w", "W", semantics, window_s,
+                            "nvmlDeviceGetPowerUsage, whole board"
+                            + (" (1 s mean per NVIDIA)" if window_s else " (instantaneous)")))
+        if gpu.has_energy:
+            keys.append(Key("energy_j", "J", "counter", None,
+                            "nvmlDeviceGetTotalEnergyConsumption since the first reading"))
+        for fid, key in gpu.fields:
+            _, _, sem, win, desc = next(f for f in POWER_FIELDS if f[0] == fid)
+            keys.append(Key(key, "W", sem, win, desc))
+        ident.update(cuda_index=gpu.visible.cuda_index, visible_entry=gpu.visible.entry,
+                     mig_instance=gpu.visible.via_mig,
+                     update_period_s=self.update_periods.get(gpu.stream),
+                     power_semantics=semantics, power_window_s=window_s)
+        return StreamInfo(name=gpu.stream, kind="software", driver="nvml",
+                          resource=gpu.visible.device.uuid, scope="gpu", period_s=self.period_s,
+                          keys=tuple(keys), identity=ident, notes=tuple(gpu.notes))
+
+    def close(self) -> None:
+        self._gpus = []
+        if self._initialised:
+            self._initialised = False
+            try:
+                pynvml.nvmlShutdown()
+            except pynvml.NVMLError:
+                pass  # the driver is gone already; nothing left to release
+
+    # -- reading -----------------------------------------------------------------------------
+    def read(self) -> Mapping[str, Mapping[str, float]]:
+        out: dict[str, dict[str, float]] = {}
+        failures: list[tuple[_Gpu, pynvml.NVMLError]] = []
+        active = [g for g in self._gpus if not g.lost]
+        for gpu in active:
+            try:
+                out[gpu.stream] = self._read_gpu(gpu)
+            except pynvml.NVMLError as exc:
+                if exc.value in REOPEN_CODES:
+                    self._hand_gaps_to_recorder()
+                    raise Disconnected(f"nvml: {error_name(exc)} ({exc}); reopening NVML") from None
+                if exc.value in LOST_CODES:
+                    self._lose(gpu, exc)
+                else:
+                    failures.append((gpu, exc))
+                continue
+            if gpu.in_gap:
+                gpu.in_gap = False
+                self._emit_event("gap_end", gpu.stream)
+        still_active = [g for g in self._gpus if not g.lost]
+        if not still_active:
+            self._hand_gaps_to_recorder()
+            raise Disconnected("nvml: every GPU is lost (GPU_IS_LOST); reopening NVML")
+        if failures and len(failures) == len(still_active):
+            self._hand_gaps_to_recorder()
+            names = "; ".join(f"{g.stream}: {error_name(e)}" for g, e in failures)
+            raise TransientError(f"nvml: {names}")
+        for gpu, exc in failures:
+            if self.ctx is not None:
+                self.ctx.count_error(gpu.stream, error_name(exc), str(exc))
+            if not gpu.in_gap:
+                gpu.in_gap = True
+                self._emit_event("gap_start", gpu.stream, reason=f"{error_name(exc)}: {exc}")
+        return out
+
+    def _hand_gaps_to_recorder(self) -> None:
+        # The recorder is about to open a gap for every stream of this source: close ours first
+        # so each gap_start of a stream has exactly one gap_end.
+        for gpu in self._gpus:
+            if gpu.in_gap:
+                gpu.in_gap = False
+                self._emit_event("gap_end", gpu.stream)
+
+    def _read_gpu(self, gpu: _Gpu) -> dict[str, float]:
+        h = gpu.handle
+        values: dict[str, float] = {}
+        if gpu.has_power:
+            values["power_w"] = pynvml.nvmlDeviceGetPowerUsage(h) / 1000.0
+        if gpu.has_energy:
+            values["energy_j"] = self._energy_j(gpu, pynvml.nvmlDeviceGetTotalEnergyConsumption(h))
+        if gpu.fields:
+            fvs = pynvml.nvmlDeviceGetFieldValues(h, [fid for fid, _ in gpu.fields])
+            for (fid, key), fv in zip(list(gpu.fields), fvs):
+                if fv.nvmlReturn == pynvml.NVML_SUCCESS:
+                    values[key] = field_value(fv) / 1000.0
+                elif fv.nvmlReturn in UNSUPPORTED_CODES:
+                    gpu.fields.remove((fid, key))
+                    self._emit_event("error", gpu.stream, kind="field_unsupported", key=key,
+                                     message=f"{key} became NOT_SUPPORTED; no longer read")
+                elif self.ctx is not None:
+                    self.ctx.count_error(gpu.stream, f"{key}:{fv.nvmlReturn}",
+                                         f"field {key} failed with NVML code {fv.nvmlReturn}")
+        return values
+
+    def _energy_j(self, gpu: _Gpu, counter_mj: int) -> float:
+        if gpu.energy_base_mj is None:
+            gpu.energy_base_mj = counter_mj
+        elif counter_mj < gpu.last_energy_mj:
+            # Driver reloaded (the counter restarts at 0): keep the sum continuous from here.
+            self._emit_event("error", gpu.stream, kind="counter_backwards",
+                             message=f"energy counter went from {gpu.last_energy_mj} to "
+                                     f"{counter_mj} mJ; baseline restarted",
+                             previous_mj=gpu.last_energy_mj, value_mj=counter_mj)
+            gpu.energy_base_mj = counter_mj - (gpu.last_energy_mj - gpu.energy_base_mj)
+        gpu.last_energy_mj = counter_mj
+        return (counter_mj - gpu.energy_base_mj) / 1000.0
+
+    def _lose(self, gpu: _Gpu, exc: pynvml.NVMLError) -> None:
+        gpu.lost = True
+        message = (f"{gpu.stream} ({gpu.visible.device.uuid}) is lost ({error_name(exc)}); it "
+                   "stops reporting until the capture reopens NVML (a GPU reset is usually needed)")
+        self._emit_event("error", gpu.stream, kind="gpu_lost", message=message)
+        if not gpu.in_gap:
+            gpu.in_gap = True
+            self._emit_event("gap_start", gpu.stream, reason=error_name(exc))
+
+    def _emit_event(self, name: str, stream: str, **detail: Any) -> None:
+        if self.ctx is not None:
+            self.ctx.event(name, stream, **detail)
+
+    @property
+    def streams(self) -> list[str]:
+        return [g.stream for g in self._gpus]
+
+
+def create(spec: SourceSpec) -> NvmlSource:
+    return NvmlSource(spec)

@@ -1,0 +1,322 @@
+"""NVML source against ``pynvml`` patched at the module boundary: every function the source calls
+is an autospec of the real one (``hwval.sources.nvml_sim``) and faults are real ``NVMLError``
+codes."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pynvml
+import pytest
+
+from hwval.emulators.bench import PowerProfile
+from hwval.sources.base import Disconnected, SourceSpec, SourceUnavailable, TransientError
+from hwval.sources.nvml import NvmlSource, create
+from hwval.sources.nvml_devices import parse_visible, power_usage_semantics
+from hwval.sources.nvml_sim import SimGpu, SimNvml
+
+UUIDS = ["GPU-11111111-aaaa-bbbb-cccc-000000000000", "GPU-22222222-aaaa-bbbb-cccc-000000000000",
+         "GPU-33333333-aaaa-bbbb-cccc-000000000000"]
+
+
+class FakeCtx:
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.events: list[tuple[str, str, dict]] = []
+        self.errors: list[tuple[str, str, str]] = []
+
+    def emit(self, stream, values, t_ns=None):
+        raise AssertionError("a polled source must not emit")
+
+    def event(self, name, stream="", t_ns=None, **detail):
+        self.events.append((name, stream, detail))
+
+    def count_error(self, stream, kind, message=""):
+        self.errors.append((stream, kind, message))
+
+
+def fleet(n=2, **kwargs) -> SimNvml:
+    return SimNvml([SimGpu(UUIDS[i], serial=f"serial-{i}", **kwargs) for i in range(n)])
+
+
+def open_source(sim: SimNvml, env=None, resource="", **options):
+    options.setdefault("detect_s", 0.0)
+    src = NvmlSource(SourceSpec("nvml", resource, "nvml", 0.05, options),
+                     environ={} if env is None else env)
+    ctx = FakeCtx()
+    return src, ctx, src.open(ctx)
+
+
+def test_streams_keys_identity_and_semantics():
+    sim = SimNvml([SimGpu(UUIDS[0], serial="serial-0"),  # H100: 1 s average
+                   SimGpu(UUIDS[1], name="NVIDIA A100-SXM4-80GB", architecture=pynvml.NVML_DEVICE_ARCH_AMPERE,
+                          averaging=False, power_limit_mw=400_000),
+                   SimGpu(UUIDS[2], name="Tesla V100-SXM2-16GB", architecture=pynvml.NVML_DEVICE_ARCH_VOLTA,
+                          averaging=False)])
+    with sim.patch() as mocks:
+        src, ctx, infos = open_source(sim, env={"CUDA_DEVICE_ORDER": "PCI_BUS_ID"})
+        assert [i.name for i in infos] == ["nvml_gpu0", "nvml_gpu1", "nvml_gpu2"]
+        h100, a100, v100 = infos
+        keys = {k.name: k for k in h100.keys}
+        assert set(keys) == {"power_w", "energy_j", "power_instant_w", "power_average_w"}
+        assert (keys["power_w"].semantics, keys["power_w"].window_s) == ("window_mean", 1.0)
+        assert (keys["power_instant_w"].semantics, keys["power_average_w"].window_s) == ("instant", 1.0)
+        assert (keys["energy_j"].unit, keys["energy_j"].semantics) == ("J", "counter")
+        assert {k.name: (k.semantics, k.window_s) for k in a100.keys}["power_w"] == ("instant", None)
+        assert {k.name: (k.semantics, k.window_s) for k in v100.keys}["power_w"] == ("instant", None)
+        assert {k: h100.identity[k] for k in ("name", "uuid", "serial", "driver_version",
+                                              "architecture", "power_limit_w", "cuda_index")} == {
+            "name": "NVIDIA H100 80GB HBM3", "uuid": UUIDS[0], "serial": "serial-0",
+            "driver_version": "560.35.03", "architecture": "hopper", "power_limit_w": 700.0,
+            "cuda_index": 0}
+        assert a100.identity["power_limit_w"] == 400.0 and a100.identity["architecture"] == "ampere"
+        assert all(i.scope == "gpu" and i.kind == "software" and i.resource == u
+                   for i, u in zip(infos, UUIDS))
+        src.read()
+        # The field values asked for are the real NVML ids, in one call per GPU.
+        fids = mocks["nvmlDeviceGetFieldValues"].call_args.args[1]
+        assert fids == [pynvml.NVML_FI_DEV_POWER_INSTANT, pynvml.NVML_FI_DEV_POWER_AVERAGE]
+        src.close()
+        assert sim.initialised == 0  # nvmlShutdown balanced nvmlInit
+
+
+def test_power_and_energy_counter_readings():
+    sim = fleet(1, update_s=0.01, share=0.5)
+    with sim.patch():
+        src, ctx, _ = open_source(sim)
+        t0 = time.monotonic_ns()
+        first = src.read()["nvml_gpu0"]
+        assert first["energy_j"] == 0.0
+        time.sleep(0.3)
+        t1 = time.monotonic_ns()
+        last = src.read()["nvml_gpu0"]
+        gpu = sim.gpus[0]
+        # Exactly the counter's millijoules, zeroed at the first reading.
+        assert last["energy_j"] * 1000 == pytest.approx(
+            round(last["energy_j"] * 1000), abs=1e-9)
+        true_j = sim.true_energy_j(gpu, t0, t1)
+        assert last["energy_j"] == pytest.approx(true_j, abs=0.5 * 250 * 0.02 + 0.001)
+        # Power usage: integer milliwatts converted to watts, the bench's 1 s mean at 50 %.
+        assert last["power_w"] * 1000 == round(last["power_w"] * 1000)
+        assert 0.5 * 60 - 1e-9 <= last["power_w"] <= 0.5 * 250 + 1e-9
+        assert ctx.events == [] and ctx.errors == []
+
+
+def test_energy_counter_going_backwards_keeps_the_sum_continuous():
+    sim = fleet(1)
+    with sim.patch():
+        src, ctx, _ = open_source(sim)
+        src.read()
+        time.sleep(0.05)
+        before = src.read()["nvml_gpu0"]["energy_j"]
+        sim.gpus[0].base_mj = 0  # driver reloaded: the counter restarts near 0
+        after = src.read()["nvml_gpu0"]["energy_j"]
+        assert after == pytest.approx(before, abs=0.01)
+        assert [(n, d["kind"]) for n, _, d in ctx.events] == [("error", "counter_backwards")]
+
+
+def test_unsupported_functions_are_skipped_with_a_note():
+    sim = SimNvml([SimGpu(UUIDS[0], unsupported=frozenset({"energy", "instant"})),
+                   SimGpu(UUIDS[1], unsupported=frozenset({"fields"}))])
+    with sim.patch():
+        src, ctx, infos = open_source(sim)
+        assert [k.name for k in infos[0].keys] == ["power_w", "power_average_w"]
+        assert any("total energy counter not available (NVML_ERROR_NOT_SUPPORTED)" in n for n in infos[0].notes)
+        assert any("power_instant_w not available" in n for n in infos[0].notes)
+        assert [k.name for k in infos[1].keys] == ["power_w", "energy_j"]
+        assert any("field values not available" in n for n in infos[1].notes)
+        out = src.read()
+        assert set(out["nvml_gpu0"]) == {"power_w", "power_average_w"}
+        assert set(out["nvml_gpu1"]) == {"power_w", "energy_j"}
+
+
+def test_gpu_reporting_nothing_is_skipped_and_alone_it_is_unavailable():
+    nothing = frozenset({"power", "energy", "fields"})
+    sim = SimNvml([SimGpu(UUIDS[0], unsupported=nothing), SimGpu(UUIDS[1])])
+    with sim.patch():
+        src, ctx, infos = open_source(sim)
+        assert [i.name for i in infos] == ["nvml_gpu1"]
+        assert ctx.events[0][2]["kind"] == "gpu_without_power"
+        src.close()
+    sim = SimNvml([SimGpu(UUIDS[0], unsupported=nothing)])
+    with sim.patch(), pytest.raises(SourceUnavailable, match="no visible GPU reports power"):
+        open_source(sim)
+    assert sim.initialised == 0
+
+
+def test_transient_error_on_the_only_gpu_is_a_gap_of_the_source():
+    sim = fleet(1)
+    with sim.patch():
+        src, ctx, _ = open_source(sim)
+        src.read()
+        sim.fail(UUIDS[0], "nvmlDeviceGetPowerUsage", pynvml.NVML_ERROR_UNKNOWN)
+        with pytest.raises(TransientError, match="nvml_gpu0: NVML_ERROR_UNKNOWN"):
+            src.read()
+        assert "power_w" in src.read()["nvml_gpu0"]  # the next read works again
+        assert ctx.events == []  # the recorder records the gap of a TransientError
+
+
+def test_transient_error_on_one_gpu_is_a_gap_of_that_stream_only():
+    sim = fleet(2)
+    with sim.patch():
+        src, ctx, _ = open_source(sim)
+        src.read()
+        sim.fail(UUIDS[1], "nvmlDeviceGetTotalEnergyConsumption", pynvml.NVML_ERROR_TIMEOUT, times=2)
+        assert set(src.read()) == {"nvml_gpu0"}
+        assert set(src.read()) == {"nvml_gpu0"}
+        assert set(src.read()) == {"nvml_gpu0", "nvml_gpu1"}
+        assert [(n, s) for n, s, _ in ctx.events] == [("gap_start", "nvml_gpu1"), ("gap_end", "nvml_gpu1")]
+        assert "NVML_ERROR_TIMEOUT" in ctx.events[0][2]["reason"]
+        assert [e[:2] for e in ctx.errors] == [("nvml_gpu1", "NVML_ERROR_TIMEOUT")] * 2
+
+
+def test_gpu_lost_mid_run_stops_its_stream_while_the_others_continue():
+    sim = fleet(2)
+    with sim.patch():
+        src, ctx, _ = open_source(sim)
+        src.read()
+        sim.lose(UUIDS[0])
+        assert set(src.read()) == {"nvml_gpu1"}
+        assert [(n, s, d.get("kind")) for n, s, d in ctx.events] == [
+            ("error", "nvml_gpu0", "gpu_lost"), ("gap_start", "nvml_gpu0", None)]
+        calls_before = sim.calls["nvmlDeviceGetPowerUsage"]
+        assert set(src.read()) == {"nvml_gpu1"}
+        assert sim.calls["nvmlDeviceGetPowerUsage"] == calls_before + 1  # the lost GPU is not polled
+        sim.lose(UUIDS[1])
+        with pytest.raises(Disconnected, match="every GPU is lost"):
+            src.read()
+        # Each stream's own gap is closed: from here the recorder's gap covers the source.
+        assert [(n, s) for n, s, _ in ctx.events[2:]] == [
+            ("error", "nvml_gpu1"), ("gap_start", "nvml_gpu1"),
+            ("gap_end", "nvml_gpu0"), ("gap_end", "nvml_gpu1")]
+        # The recorder closes and reopens; once the GPUs are back both streams return.
+        src.close()
+        sim.restore(UUIDS[0])
+        sim.restore(UUIDS[1])
+        infos = src.open(ctx)
+        assert [i.name for i in infos] == ["nvml_gpu0", "nvml_gpu1"]
+        assert set(src.read()) == {"nvml_gpu0", "nvml_gpu1"}
+
+
+def test_lost_nvml_state_asks_the_recorder_to_reopen():
+    sim = fleet(1)
+    with sim.patch():
+        src, ctx, _ = open_source(sim)
+        sim.fail(UUIDS[0], "nvmlDeviceGetPowerUsage", pynvml.NVML_ERROR_UNINITIALIZED)
+        with pytest.raises(Disconnected, match="NVML_ERROR_UNINITIALIZED"):
+            src.read()
+
+
+@pytest.mark.parametrize("visible, expected", [
+    ("2,0", [UUIDS[2], UUIDS[0]]),
+    ("GPU-33333333,GPU-11111111-aaaa", [UUIDS[2], UUIDS[0]]),
+    ("1,7,0", [UUIDS[1]]),            # CUDA stops at the first index that does not exist
+    ("2,-1,0", [UUIDS[2]]),           # ...and at the first malformed entry
+    ("MIG-9d1e-aaaa-0002,0", [UUIDS[1], UUIDS[0]]),
+    ("MIG-GPU-33333333-aaaa-bbbb-cccc-000000000000/1/0", [UUIDS[2]]),
+    ("1,MIG-9d1e-aaaa-0001", [UUIDS[1]]),  # the same parent twice is measured once
+])
+def test_cuda_visible_devices_is_matched_by_uuid(visible, expected):
+    sim = SimNvml([SimGpu(UUIDS[0]), SimGpu(UUIDS[1], mig_uuids=("MIG-9d1e-aaaa-0001", "MIG-9d1e-aaaa-0002")),
+                   SimGpu(UUIDS[2])])
+    with sim.patch():
+        src, ctx, infos = open_source(sim, env={"CUDA_VISIBLE_DEVICES": visible})
+        assert [i.resource for i in infos] == expected
+        indices = [int(i.name.removeprefix("nvml_gpu")) for i in infos]
+        assert [i.identity["cuda_index"] for i in infos] == indices
+        assert infos[0].name == "nvml_gpu0"
+        out = src.read()
+        assert set(out) == {i.name for i in infos}
+
+
+def test_mig_and_index_notes_and_resource_override():
+    sim = SimNvml([SimGpu(UUIDS[0], mig_uuids=("MIG-aaaa",)),
+                   SimGpu(UUIDS[1], name="NVIDIA GeForce RTX 4090",
+                          architecture=pynvml.NVML_DEVICE_ARCH_ADA)])
+    with sim.patch():
+        _, _, infos = open_source(sim, env={"CUDA_VISIBLE_DEVICES": "MIG-aaaa"})
+        assert any("MIG instance MIG-aaaa" in n for n in infos[0].notes)
+        assert infos[0].identity["mig_instance"] == "MIG-aaaa"
+        # Mixed GPUs numbered by index without PCI_BUS_ID order: CUDA may disagree with NVML.
+        _, _, infos = open_source(sim, env={})
+        assert any("CUDA_DEVICE_ORDER" in n for n in infos[0].notes)
+        _, _, infos = open_source(sim, env={"CUDA_DEVICE_ORDER": "PCI_BUS_ID"})
+        assert not any("CUDA_DEVICE_ORDER" in n for n in infos[0].notes)
+        # The spec's resource overrides the environment.
+        _, _, infos = open_source(sim, env={"CUDA_VISIBLE_DEVICES": "0"}, resource="1")
+        assert [i.resource for i in infos] == [UUIDS[1]] and infos[0].name == "nvml_gpu0"
+
+
+@pytest.mark.parametrize("visible", ["", "-1", "5", "GPU-ffff"])
+def test_nothing_visible_is_a_clear_message(visible):
+    sim = fleet(2)
+    with sim.patch(), pytest.raises(SourceUnavailable) as err:
+        open_source(sim, env={"CUDA_VISIBLE_DEVICES": visible})
+    message = str(err.value)
+    assert f"CUDA_VISIBLE_DEVICES={visible!r} selects none of the 2 GPU(s)" in message
+    assert UUIDS[0] in message and "--no-nvml" in message and "\n" not in message
+    assert sim.initialised == 0
+
+
+@pytest.mark.parametrize("code, text", [
+    (pynvml.NVML_ERROR_LIBRARY_NOT_FOUND, "no NVIDIA driver on this machine"),
+    (pynvml.NVML_ERROR_DRIVER_NOT_LOADED, "kernel driver is not loaded"),
+    (pynvml.NVML_ERROR_NO_PERMISSION, "permission denied"),
+])
+def test_no_driver_is_a_clear_message(code, text):
+    sim = SimNvml([SimGpu(UUIDS[0])], init_error=code)
+    with sim.patch(), pytest.raises(SourceUnavailable, match=text) as err:
+        open_source(sim)
+    assert "--no-nvml" in str(err.value)
+
+
+def test_no_gpu_is_a_clear_message():
+    with SimNvml([]).patch(), pytest.raises(SourceUnavailable, match="sees no GPU.*--no-nvml"):
+        open_source(SimNvml([]))
+
+
+def test_real_pynvml_without_driver_is_a_clear_message():
+    # This machine has no NVIDIA driver: the real library call fails, and we say so plainly.
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError:
+        pass
+    else:
+        pynvml.nvmlShutdown()
+        pytest.skip("an NVIDIA driver is present")
+    with pytest.raises(SourceUnavailable, match="^no NVIDIA driver|kernel driver is not loaded"):
+        create(SourceSpec("nvml", "", "nvml", None, {})).open(FakeCtx())
+
+
+def test_update_period_is_detected_from_a_burst():
+    sim = SimNvml([SimGpu(UUIDS[0], update_s=0.02), SimGpu(UUIDS[1], update_s=0.05, averaging=False,
+                                                            unsupported=frozenset({"energy"}))],
+                  # A sine ripple: the instant power differs at every 50 ms update.
+                  profile=PowerProfile.parse("constant:100+ripple:50@0.37"))
+    with sim.patch():
+        src, ctx, infos = open_source(sim, detect_s=0.25)
+        assert infos[0].identity["update_period_s"] == pytest.approx(0.02, abs=0.004)
+        assert any("energy counter: 20." in n or "energy counter: 19." in n for n in infos[0].notes)
+        # Without a counter the power readings are used.
+        assert infos[1].identity["update_period_s"] == pytest.approx(0.05, abs=0.01)
+        assert src.update_periods == {"nvml_gpu0": infos[0].identity["update_period_s"],
+                                      "nvml_gpu1": infos[1].identity["update_period_s"]}
+
+
+def test_options_are_checked():
+    with pytest.raises(ValueError, match="unknown option 'period'.*detect_s, fields"):
+        create(SourceSpec("nvml", "", "nvml", None, {"period": 1.0}))
+    with pytest.raises(ValueError, match="detect_s"):
+        create(SourceSpec("nvml", "", "nvml", None, {"detect_s": -1.0}))
+
+
+def test_visible_parsing_and_semantics_table():
+    assert parse_visible(None).entries is None
+    assert parse_visible("0, 1,GPU-ab").entries == ("0", "1", "GPU-ab")
+    assert parse_visible("0,foo,1").entries == ("0",)
+    assert power_usage_semantics(pynvml.NVML_DEVICE_ARCH_HOPPER, "NVIDIA H100") == ("window_mean", 1.0)
+    assert power_usage_semantics(pynvml.NVML_DEVICE_ARCH_AMPERE, "NVIDIA A30") == ("instant", None)
+    assert power_usage_semantics(pynvml.NVML_DEVICE_ARCH_AMPERE, "NVIDIA RTX A3000") == ("window_mean", 1.0)
+    assert power_usage_semantics(pynvml.NVML_DEVICE_ARCH_TURING, "Tesla T4") == ("instant", None)
+    assert power_usage_semantics(None, "?") == ("instant", None)
