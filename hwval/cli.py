@@ -129,6 +129,9 @@ def capture(config_path, meter_specs, nvml, rapl, rapl_root, duration_s, output,
         fail(str(exc))
     except CommandError as exc:
         fail(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        # Ctrl-C while meters were still opening: nothing was recorded, no file exists.
+        fail("interrupted before the capture started", 130)
     sys.exit(code)
 
 

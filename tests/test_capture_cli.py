@@ -155,18 +155,59 @@ def test_bad_input_is_one_line_exit_2(tmp_path, args, needle):
     assert not list(tmp_path.glob("**/*.h5"))
 
 
+def _as_nobody(func):
+    """Run ``func()`` in a forked child with uid/gid 65534 (root ignores directory permissions)
+    and return what it returned (a string) or the text of what it raised."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: drop privileges, run, report through the pipe, exit without cleanup
+        os.close(read_fd)
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            result = str(func())
+        except BaseException as exc:  # report any failure to the parent as text
+            result = f"{type(exc).__name__}: {exc}"
+        os.write(write_fd, result.encode())
+        os._exit(0)
+    os.close(write_fd)
+    with os.fdopen(read_fd) as fh:
+        out = fh.read()
+    os.waitpid(pid, 0)
+    return out
+
+
 def test_unwritable_output_directory(tmp_path):
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    os.chmod(locked, 0o500)
+    from hwval.capture.session import CaptureRequest, resolve_output
+    from hwval.config import CaptureConfig
+
+    import shutil
+    import tempfile
+
+    # pytest's tmp_path sits under a root-only folder: use one other users can traverse
+    base = tempfile.mkdtemp(prefix="hwval-test-")
     try:
-        if os.access(locked, os.W_OK):
-            pytest.skip("running as a user that ignores directory permissions (root)")
-        res = run_hwval("capture", "--no-nvml", "--no-rapl", "-m", SYN, "--duration", "1",
-                        "-o", str(locked / "x.h5"))
-        assert res.returncode == 2 and "not writable" in res.stderr
+        os.chmod(base, 0o755)
+        locked = os.path.join(base, "locked")
+        os.mkdir(locked, 0o555)
+        os.chmod(locked, 0o555)
+        hidden = os.path.join(base, "hidden")
+        os.mkdir(hidden, 0o700)
+        for target, needle in ((locked, "is not writable by this user"),
+                               (hidden, "is not accessible by this user")):
+            request = CaptureRequest(config=CaptureConfig(), output=os.path.join(target, "sub", "x.h5")
+                                     if target == hidden else os.path.join(target, "x.h5"))
+
+            def attempt():
+                try:
+                    return str(resolve_output(request, "id"))
+                except Exception as exc:  # the expected CaptureError, reported as text
+                    return f"{type(exc).__name__}: {exc}"
+
+            out = _as_nobody(attempt) if os.geteuid() == 0 else attempt()
+            assert out.startswith("CaptureError") and needle in out, out
     finally:
-        os.chmod(locked, 0o700)
+        shutil.rmtree(base)
 
 
 def test_output_is_a_file_path_under_a_regular_file(tmp_path):

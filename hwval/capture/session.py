@@ -59,6 +59,14 @@ class CaptureRequest:
 def resolve_output(request: CaptureRequest, run_id: str) -> Path:
     template = request.output or request.config.output
     path = Path(expand_output(template, run_id))
+    try:
+        return _check_output(path, request)
+    except PermissionError:
+        raise CaptureError(f"output {path}: a folder on the way is not accessible by this user; "
+                           "choose another -o") from None
+
+
+def _check_output(path: Path, request: CaptureRequest) -> Path:
     if path.exists() and not request.force:
         raise CaptureError(f"output {path} already exists; choose another -o or pass --force to overwrite")
     if path.is_dir():
@@ -104,14 +112,13 @@ def run_capture(request: CaptureRequest) -> int:
                   origin_realtime_ns=origin_rt, config_json=request.config.to_json(),
                   hwval_version=__version__)
     journal = JournalWriter(str(output))
-    writer = HDF5Writer(str(output))
-    subscribers: list = [journal, writer]
-    recorder = Recorder(start, subscribers)
-    _open_sources(recorder, request)
+    # The journal comes first: it is the write-ahead copy of every page.
+    subscribers: list = [journal, HDF5Writer(str(output))]
     live = request.live if request.live is not None else LiveView.enabled_for(sys.stdout)
     if live:
         subscribers.append(LiveView(lambda name: recorder.stats[name].dropped))
-        recorder.subscribers = subscribers
+    recorder = Recorder(start, subscribers)
+    _open_sources(recorder, request)
 
     markers = MarkerServer(recorder.put_event, recorder.count_error)
     recorder.start()
