@@ -8,16 +8,18 @@ Prints:
 3. the highest polling rate each source sustains on the recorder's absolute-deadline scheduler
    (``hwval.clock.PeriodicSchedule``) with fewer than 1 % missed deadlines;
 4. with ``--real-nvml`` on a machine with an NVIDIA GPU (and torch with CUDA): real call costs,
-   the detected update period, and an idle / load / idle run comparing the energy counter with
-   integrated power.
+   the update period of each value, the ``nvml`` source's read cost and sustained rate, and an
+   idle / load / idle run comparing the energy counter with integrated power per phase.
 
-Usage: ``python benchmarks/software_read_cost.py [--seconds-per-rate 1.0]``. Figures depend on
+Usage: ``python benchmarks/software_read_cost.py [--seconds-per-rate 1.0]``; on a GPU machine
+``python benchmarks/software_read_cost.py --real-nvml --real-only --json nvml.json`` (about 30 s). Figures depend on
 the machine and on its load; the run prints the CPU count and load average with them.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import tempfile
@@ -31,7 +33,8 @@ import pynvml
 from hwval.clock import PeriodicSchedule
 from hwval.emulators.powercap import build_tree, plan_zones
 from hwval.sources.base import SourceSpec
-from hwval.sources.nvml import NvmlSource
+from hwval.sources.nvml import NvmlSource, smallest_change_interval_s
+from hwval.sources.nvml_devices import field_value
 from hwval.sources.nvml_sim import SimGpu, SimNvml
 from hwval.sources.rapl import RaplSource
 
@@ -135,83 +138,185 @@ def bench_nvml(seconds: float) -> None:
         src.close()
 
 
-def _torch_load(stop: threading.Event) -> None:
-    """Keep cuda:0 busy with matrix products until ``stop`` is set."""
-    import torch
+class TorchLoad:
+    """Matrix products on ``cuda:0`` (the workload's first GPU) in a thread, on demand.
 
-    a = torch.randn(8192, 8192, device="cuda:0")
-    b = torch.randn(8192, 8192, device="cuda:0")
-    while not stop.is_set():
-        for _ in range(10):
-            a = (a @ b) * 1e-4
+    CUDA is initialised and the operands allocated in :meth:`prepare`, before the first idle
+    phase, so the load phase is the load alone (not seconds of context creation) and the idle
+    phases are what a training job's idle looks like (a CUDA context open). The operands never
+    change, so the products neither grow nor decay to zeros: data-dependent power stays the
+    same for the whole phase.
+    """
+
+    def __init__(self, size: int = 8192) -> None:
+        self.size = size
+        self.stop = threading.Event()
+        self.error: str | None = None
+        self.products = 0
+        self.thread = threading.Thread(target=self._run, name="torch-load", daemon=True)
+
+    def prepare(self) -> str | None:
+        """Set up CUDA; ``None`` when ready, else why there is no load."""
+        try:
+            import torch
+        except ImportError as exc:
+            return f"torch is not installed ({exc})"
+        if not torch.cuda.is_available():
+            return "torch sees no CUDA device"
+        self.torch = torch
+        gen = torch.Generator(device="cuda:0").manual_seed(0)
+        self.a = torch.randn(self.size, self.size, device="cuda:0", generator=gen)
+        self.b = torch.randn(self.size, self.size, device="cuda:0", generator=gen)
+        self.c = torch.empty_like(self.a)
+        torch.mm(self.a, self.b, out=self.c)  # first call loads the kernels
         torch.cuda.synchronize()
+        return None
+
+    def _run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                for _ in range(10):
+                    self.torch.mm(self.a, self.b, out=self.c)
+                self.torch.cuda.synchronize()
+                self.products += 10
+        except Exception as exc:  # reported after the run: the figures then show no load
+            self.error = f"{type(exc).__name__}: {exc}"
 
 
-def real_nvml(idle_s: float, load_s: float) -> None:
-    """On a machine with an NVIDIA GPU: idle / torch load / idle through the real driver;
-    prints the detected update period, read costs and counter energy vs integrated power."""
+def detect_update_period_s(func, seconds: float) -> tuple[float | None, int]:
+    """The source's own method (back-to-back reads; smallest interval between well-timed
+    changes) applied to one NVML call; returns (period or None, number of changes seen)."""
+    changes, widths = [], []
+    last_value, last_start = None, None
+    end = time.monotonic_ns() + int(seconds * 1e9)
+    while time.monotonic_ns() < end:
+        before = time.monotonic_ns()
+        value = func()
+        after = time.monotonic_ns()
+        if last_start is not None:
+            widths.append(after - last_start)
+            if value != last_value:
+                changes.append((last_start, after))
+        last_value, last_start = value, before
+    return smallest_change_interval_s(changes, widths), len(changes)
+
+
+def _field_pair(h, ids):
+    values = pynvml.nvmlDeviceGetFieldValues(h, ids)
+    return tuple((v.nvmlReturn, field_value(v) if v.nvmlReturn == pynvml.NVML_SUCCESS else None)
+                 for v in values)
+
+
+def real_nvml(idle_s: float, load_s: float, seconds_per_rate: float) -> dict:
+    """On a machine with an NVIDIA GPU: idle / torch load / idle through the real driver.
+
+    Prints (and returns) the cost of each call, the update period of each value, the read cost
+    and sustained rate of the ``nvml`` source, and per phase the energy from the counter against
+    the integral of each power reading (power_w is a 1 s mean on Ampere and newer except GA100,
+    so it lags a step by about half a second: compare whole phases, idle margins included).
+    """
+    figures: dict = {}
     try:
         pynvml.nvmlInit()
     except pynvml.NVMLError as exc:
         print(f"real NVML: skipped ({exc})")
-        return
+        return {"skipped": str(exc)}
+    load = TorchLoad()
+    why_no_load = load.prepare()  # before the first NVML reading: the context is part of idle
+    print(f"torch load: {why_no_load or 'ready on cuda:0'}")
+    figures["load"] = why_no_load or "ready"
     try:
+        count = pynvml.nvmlDeviceGetCount()
         h = pynvml.nvmlDeviceGetHandleByIndex(0)
+        print(f"real NVML: {count} GPU(s); nvml index 0 is {pynvml.nvmlDeviceGetName(h)}, "
+              f"driver {pynvml.nvmlSystemGetDriverVersion()}")
         ids = [pynvml.NVML_FI_DEV_POWER_INSTANT, pynvml.NVML_FI_DEV_POWER_AVERAGE]
-        for name, func in (("nvmlDeviceGetPowerUsage", lambda: pynvml.nvmlDeviceGetPowerUsage(h)),
-                           ("nvmlDeviceGetTotalEnergyConsumption",
-                            lambda: pynvml.nvmlDeviceGetTotalEnergyConsumption(h)),
-                           ("nvmlDeviceGetFieldValues(2 fields)",
-                            lambda: pynvml.nvmlDeviceGetFieldValues(h, ids))):
+        calls = (("nvmlDeviceGetPowerUsage", lambda: pynvml.nvmlDeviceGetPowerUsage(h)),
+                 ("nvmlDeviceGetTotalEnergyConsumption",
+                  lambda: pynvml.nvmlDeviceGetTotalEnergyConsumption(h)),
+                 ("nvmlDeviceGetFieldValues(2 fields)", lambda: _field_pair(h, ids)))
+        figures["call_us"], figures["update_period_s"] = {}, {}
+        for name, func in calls:
             try:
-                print(f"real NVML {name}: {per_call_us(func, 2000):.1f} us per call")
+                us = per_call_us(func, 2000)
+                period, n = detect_update_period_s(func, 1.0)
             except pynvml.NVMLError as exc:
                 print(f"real NVML {name}: {exc}")
+                continue
+            figures["call_us"][name], figures["update_period_s"][name] = us, period
+            shown = "not detected" if period is None else f"{period * 1e3:.1f} ms"
+            print(f"real NVML {name}: {us:.1f} us per call; update period {shown} "
+                  f"({n} changes in 1 s of back-to-back reads, idle)")
     finally:
         pynvml.nvmlShutdown()
+
     src = NvmlSource(SourceSpec("nvml", "", "nvml", 0.01, {"detect_s": 1.0}))
     infos = src.open(NullCtx())
     for info in infos:
-        print(f"{info.name}: {info.identity['name']} {info.identity['uuid']} "
-              f"update period {info.identity['update_period_s']}")
+        print(f"{info.name}: {info.identity['name']} {info.identity['uuid']} keys "
+              f"{', '.join(info.key_names())}; detected update period "
+              f"{info.identity['update_period_s']} s")
         for note in info.notes:
             print(f"  note: {note}")
-    print(f"real NVML read() of {len(infos)} GPU(s): {per_call_us(src.read, 500):.1f} us")
-    stream = infos[0].name
+    figures["source_update_period_s"] = {i.name: i.identity["update_period_s"] for i in infos}
+    read_us = per_call_us(src.read, 500)
+    best, results = sustained_rate(src.read, seconds_per_rate)
+    figures["read_us"], figures["sustained_hz"] = read_us, best
+    print(f"real NVML read() of {len(infos)} GPU(s): {read_us:.1f} us; highest rate with < 1 % "
+          f"missed deadlines: {best} Hz ({', '.join(f'{r} Hz: {m:.1f} %' for r, m in results)})")
+
+    # cuda:0 is the stream nvml_gpu0 whatever CUDA_VISIBLE_DEVICES says (matched by UUID).
+    stream = "nvml_gpu0" if "nvml_gpu0" in src.streams else infos[0].name
     rows: list[tuple[float, dict]] = []
-    stop_load = threading.Event()
-    loader = threading.Thread(target=_torch_load, args=(stop_load,), daemon=True)
     stop = threading.Event()
     schedule = PeriodicSchedule(0.01, stop)
     t_start = time.monotonic()
-    phases = ((idle_s, "idle"), (idle_s + load_s, "load"), (2 * idle_s + load_s, "idle"))
+    load_from, load_to, end = idle_s, idle_s + load_s, 2 * idle_s + load_s
     while schedule.wait() is not None:
-        now = time.monotonic() - t_start
-        if now >= phases[-1][0]:
+        if time.monotonic() - t_start >= end:
             break
-        if now >= idle_s and loader.ident is None:
-            loader.start()  # once: a loader that died (no CUDA) is not restarted
-        if now >= idle_s + load_s:
-            stop_load.set()
+        since = time.monotonic() - t_start
+        if since >= load_from and why_no_load is None and load.thread.ident is None:
+            load.thread.start()
+        if since >= load_to:
+            load.stop.set()
         values = src.read().get(stream)
         if values:
-            rows.append((now, dict(values)))
-    stop_load.set()
+            rows.append((time.monotonic() - t_start, dict(values)))  # stamped at receipt
+    load.stop.set()
     src.close()
+    if load.error:
+        print(f"torch load failed: {load.error}")
+        figures["load"] = load.error
+    print(f"torch load: {load.products} products of {load.size}x{load.size} fp32 matrices")
     t = np.array([r[0] for r in rows])
-    for key in ("power_w", "power_instant_w", "power_average_w"):
-        if key in rows[0][1]:
-            p = np.array([r[1].get(key, np.nan) for r in rows])
-            print(f"energy from integrating {key}: {np.trapezoid(p, t):.1f} J")
-    if "energy_j" in rows[0][1]:
-        e = np.array([r[1]["energy_j"] for r in rows])
-        print(f"energy from the counter: {e[-1] - e[0]:.1f} J over {t[-1] - t[0]:.1f} s")
-    for start, end, label in ((0, idle_s, "idle"), (idle_s, idle_s + load_s, "load"),
-                              (idle_s + load_s, 2 * idle_s + load_s, "idle")):
-        sel = (t >= start) & (t < end)
-        if sel.any() and "power_w" in rows[0][1]:
-            p = np.array([r[1]["power_w"] for r in rows])[sel]
-            print(f"{label} {start:.0f}-{end:.0f} s: mean power_w {np.nanmean(p):.1f} W")
+    keys = sorted({k for _, v in rows for k in v})
+    data = {k: np.array([v.get(k, np.nan) for _, v in rows]) for k in keys}
+    figures["phases"] = []
+    for start, stop_s, label in ((0.0, load_from, "idle"), (load_from, load_to, "load"),
+                                 (load_to, end, "idle"), (0.0, end, "whole run")):
+        sel = (t >= start) & (t <= stop_s)
+        if np.count_nonzero(sel) < 2:
+            continue
+        tt = t[sel]
+        phase = {"label": label, "from_s": start, "to_s": stop_s, "span_s": float(tt[-1] - tt[0])}
+        line = f"{label} {start:.1f}-{stop_s:.1f} s:"
+        if "energy_j" in data:
+            e = data["energy_j"][sel]
+            phase["counter_j"] = float(e[-1] - e[0])
+            line += f" counter {phase['counter_j']:.1f} J;"
+        for key in ("power_w", "power_instant_w", "power_average_w"):
+            if key in data:
+                p = data[key][sel]
+                ok = ~np.isnan(p)
+                phase[f"{key}_mean"] = float(np.mean(p[ok])) if ok.any() else None
+                phase[f"{key}_integral_j"] = float(np.trapezoid(p[ok], tt[ok])) if ok.sum() > 1 else None
+                if phase[f"{key}_integral_j"] is not None:
+                    line += (f" {key} mean {phase[f'{key}_mean']:.1f} W, integral "
+                             f"{phase[f'{key}_integral_j']:.1f} J;")
+        figures["phases"].append(phase)
+        print(line)
+    return figures
 
 
 def main() -> None:
@@ -219,15 +324,22 @@ def main() -> None:
     parser.add_argument("--seconds-per-rate", type=float, default=1.0)
     parser.add_argument("--real-nvml", action="store_true",
                         help="also measure the real driver with an idle / torch load / idle run")
+    parser.add_argument("--real-only", action="store_true",
+                        help="with --real-nvml: skip the RAPL and simulated NVML figures")
     parser.add_argument("--idle-s", type=float, default=3.0)
     parser.add_argument("--load-s", type=float, default=6.0)
+    parser.add_argument("--json", type=Path, default=None,
+                        help="also write the real-NVML figures to this JSON file")
     args = parser.parse_args()
     load = os.getloadavg()
     print(f"{os.cpu_count()} CPUs, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
-    bench_rapl(args.seconds_per_rate)
-    bench_nvml(args.seconds_per_rate)
+    if not (args.real_nvml and args.real_only):
+        bench_rapl(args.seconds_per_rate)
+        bench_nvml(args.seconds_per_rate)
     if args.real_nvml:
-        real_nvml(args.idle_s, args.load_s)
+        figures = real_nvml(args.idle_s, args.load_s, args.seconds_per_rate)
+        if args.json is not None:
+            args.json.write_text(json.dumps(figures, indent=2))
 
 
 if __name__ == "__main__":

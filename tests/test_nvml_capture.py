@@ -16,6 +16,8 @@ from hwval.emulators.bench import PowerProfile
 from hwval.sources.nvml_sim import SimGpu, SimNvml
 from hwval.store import open_run
 
+#: Longest a reading may wait between the NVML call and its receipt stamp on a loaded machine.
+SCHEDULING_ALLOWANCE_S = 0.1
 UUIDS = ["GPU-aaaaaaaa-0000-0000-0000-000000000000", "GPU-bbbbbbbb-0000-0000-0000-000000000000"]
 
 
@@ -47,18 +49,26 @@ def test_capture_records_both_gpus_and_a_lost_gpu_becomes_a_gap(tmp_path, monkey
         assert gpu0.identity["update_period_s"] == pytest.approx(0.02, abs=0.005)
         assert gpu0.dataset_attrs["power_w"]["semantics"] == "window_mean"
         assert gpu0.dataset_attrs["power_w"]["window_s"] == 1.0
-        # The lost GPU stops at the loss; the other one records to the end.
+        # The lost GPU stops at the loss (only a read already under way may end after it); the
+        # other one records on.
         lost_t = (lost_at["t_ns"] - run.origin_monotonic_ns) / 1e9
-        assert gpu1.t[-1] < lost_t + 0.05
-        assert gpu0.t[-1] > lost_t + 0.5
+        assert np.count_nonzero(gpu1.t > lost_t) <= 1
+        assert np.count_nonzero(gpu0.t > lost_t) >= 2 and gpu0.t[-1] > gpu1.t[-1]
         events = [(e.name, e.stream, e.detail.get("kind")) for e in run.events]
         assert ("error", "nvml_gpu1", "gpu_lost") in events
         assert ("gap_start", "nvml_gpu1", None) in events
         assert not any(e[1] == "nvml_gpu0" for e in events)
-        # The energy counter of the healthy GPU matches the bench within its update steps.
+        # The energy counter of the healthy GPU matches the bench. A reading stamped t holds the
+        # counter of the GPU's last update before the call, which came before t: never ahead of
+        # t, and behind it by at most one update period plus the time between the call and the
+        # stamp (a scheduling allowance on a loaded machine). The first and last readings
+        # therefore bound the energy from both sides.
+        allowance_ns = int((0.02 + SCHEDULING_ALLOWANCE_S) * 1e9)
         t0 = run.origin_monotonic_ns + int(gpu0.t[0] * 1e9)
         t1 = run.origin_monotonic_ns + int(gpu0.t[-1] * 1e9)
-        true_j = sim.true_energy_j(sim.gpus[1], t0, t1)
-        assert gpu0.data["energy_j"][0] == 0.0
-        assert np.all(np.diff(gpu0.data["energy_j"]) >= 0)
-        assert gpu0.data["energy_j"][-1] == pytest.approx(true_j, abs=2 * 200 * 0.02 + 0.5)
+        gpu = sim.gpus[1]
+        energy = gpu0.data["energy_j"]
+        assert energy[0] == 0.0 and np.all(np.diff(energy) >= 0)
+        low_j = sim.true_energy_j(gpu, t0, t1 - allowance_ns) - 0.001
+        high_j = sim.true_energy_j(gpu, t0 - allowance_ns, t1) + 0.001
+        assert low_j <= energy[-1] <= high_j

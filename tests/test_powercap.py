@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fake_ctx import FakeCtx
 
 from hwval.emulators.bench import PowerProfile
 from hwval.sources.base import SourceSpec
@@ -22,20 +23,9 @@ from hwval.store import open_run
 HWVAL = [sys.executable, "-m", "hwval.cli"]
 
 
-class Ctx:
-    def __init__(self):
-        self.events = []
-
-    def event(self, name, stream="", t_ns=None, **detail):
-        self.events.append((name, stream, detail))
-
-    def count_error(self, stream, kind, message=""):
-        self.events.append(("count_error", stream, {"kind": kind, "message": message}))
-
-
 class Emulator:
     def __init__(self, tmp_path: Path, *args: str) -> None:
-        self.ready = tmp_path / "powercap-ready.json"
+        self.ready = tmp_path / f"powercap-ready-{time.monotonic_ns()}.json"
         self.proc = subprocess.Popen([*HWVAL, "emulate", "powercap", "--ready-file", str(self.ready), *args],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 20
@@ -71,6 +61,23 @@ def emulator(tmp_path):
         emu.stop()
 
 
+def start_before_t0(emulator, lead_s: float, *args: str) -> tuple[Emulator, int]:
+    """An emulator whose bench time 0 is ``lead_s`` after its launch, ready before then.
+
+    Until bench time 0 the counters stay at their start value (no energy yet), so whatever reads
+    them first sees exactly ``--start-uj``: truth then needs no assumption about how fresh a
+    reading was. A launch slower than the lead (a very loaded machine) is retried with a longer
+    one instead of failing.
+    """
+    for lead in (lead_s, 4 * lead_s, 16 * lead_s):
+        t0_ns = time.monotonic_ns() + int(lead * 1e9)
+        emu = emulator("--t0-ns", str(t0_ns), *args)
+        if time.monotonic_ns() < t0_ns - 50_000_000:
+            return emu, t0_ns
+        emu.stop()
+    raise AssertionError(f"the emulator never got ready within {16 * lead_s} s")
+
+
 def test_tree_layout_and_announcement(emulator, tmp_path):
     emu = emulator("--root", str(tmp_path / "pc"), "--packages", "2", "--nested", "core,uncore,dram",
                    "--psys", "--max-energy-range-uj", "5000000")
@@ -99,43 +106,68 @@ def test_root_that_is_not_an_emulator_tree_is_refused(tmp_path):
     assert (tmp_path / "precious.txt").read_text() == "keep me"
 
 
-def test_live_counters_wrap_and_the_source_follows_them(emulator):
-    # 1 J range at 50 W per package: a wrap every 20 ms, dozens during the test.
-    emu = emulator("--packages", "2", "--nested", "", "--profile", "constant:100",
-                   "--max-energy-range-uj", "999999", "--update-s", "0.001")
-    src = RaplSource(SourceSpec("rapl", str(emu.root), "rapl", 0.005, {}))
-    ctx = Ctx()
+def test_live_counters_wrap_and_the_source_follows_them_to_the_microjoule(emulator, tmp_path):
+    # 5 J range at 50 W per package: a wrap every 100 ms, more than a dozen per stream. The
+    # wrap time at the zones' max power (1.5 x 50 W) is 67 ms: far above the 5 ms polling, so a
+    # loaded machine has room before a wrap could be missed.
+    root = tmp_path / "pc"
+    emu, t0_ns = start_before_t0(emulator, 0.5, "--root", str(root), "--packages", "2",
+                                 "--nested", "", "--profile", "constant:100",
+                                 "--max-energy-range-uj", "4999999", "--start-uj", "4000000",
+                                 "--update-s", "0.001")
+    src = RaplSource(SourceSpec("rapl", str(root), "rapl", 0.005, {}))
+    ctx = FakeCtx()
     infos = src.open(ctx)
     assert [i.name for i in infos] == ["rapl_package_0", "rapl_package_1"]
-    first_t = {}
-    for _ in range(120):
+    src.read()  # before bench time 0: the counters hold --start-uj, the baseline of each stream
+    assert [st.last_raw_uj for st in src.states] == [4_000_000, 4_000_000]
+    while time.monotonic_ns() < t0_ns + 1_300_000_000:
         out = src.read()
-        for st in src.states:
-            first_t.setdefault(st.domain.stream, st.last_t_ns)
         time.sleep(0.005)
-    bench = PowerProfile.parse("constant:100")
+    assert all(v["power_w"] > 0 for v in out.values())
+    # Stopping the emulator writes its truth for the last update, and the counters keep that
+    # update's value: the last read sees exactly what the truth file describes.
+    assert emu.stop().returncode == 0
+    src.read()
+    truth = json.loads((root / "true_energy_uj.json").read_text())
     for st in src.states:
-        span_s = (st.last_t_ns - first_t[st.domain.stream]) / 1e9
-        true_j = emu.share(st.domain.zone) * bench.energy_j(0, span_s)
-        assert st.wraps >= 10
-        # Staleness of the 1 ms updates at both ends bounds the difference.
-        assert st.total_uj / 1e6 == pytest.approx(true_j, abs=50 * 0.004)
-        assert out[st.domain.stream]["power_w"] > 0
-    assert [e for e in ctx.events if e[2].get("kind") == "counter_backwards"] == []
+        zone = truth["zones"][st.domain.zone]
+        assert st.wraps >= 12
+        assert st.total_uj == zone["counter_uj"] == zone["true_uj"]  # exact, every wrap unwrapped
+        # ...and equal to 50 W over the bench time of that update (floored to whole uJ).
+        elapsed_s = (truth["t_monotonic_ns"] - t0_ns) / 1e9
+        assert st.total_uj == pytest.approx(zone["share"] * 100.0 * elapsed_s * 1e6, abs=1.0)
+    assert ctx.events == [] and ctx.errors == []
     src.close()
 
 
 def test_capture_of_an_emulated_dual_package_tree_matches_the_true_energy(emulator, tmp_path):
-    # Package range 30 J: at up to 70 W per package that is a wrap every ~0.4 s, ~10 per stream.
-    profile = "steps:100@1,140@1"
-    emu = emulator("--packages", "2", "--nested", "dram", "--profile", profile,
-                   "--max-energy-range-uj", "29999999", "--update-s", "0.001")
+    # 2 s of load (100 W then 140 W, split over two packages) between two flat stretches: the
+    # capture starts while the counters still hold their start value and ends after they
+    # stopped, so the recorded energy must be the true energy of the load, to the microjoule.
+    # Package range 20 J: at the zones' max power (1.5 x 70 W) a wrap every 0.19 s, far above
+    # the 10 ms polling; 6 wraps per package.
+    profile = "steps:100@1,140@1,0@1000"
+    load_j = PowerProfile.parse(profile).energy_j(0.0, 2.0)
     out = tmp_path / "run.h5"
-    result = subprocess.run([*HWVAL, "capture", "--no-nvml", "--rapl-root", str(emu.root),
-                             "--duration", "4", "-o", str(out)],
-                            capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    truth = PowerProfile.parse(profile)
+    for lead_s in (1.5, 6.0):
+        emu, t0_ns = start_before_t0(emulator, lead_s, "--packages", "2", "--nested", "dram",
+                                     "--profile", profile, "--max-energy-range-uj", "19999999",
+                                     "--update-s", "0.001")
+        duration_s = (t0_ns - time.monotonic_ns()) / 1e9 + 2.6
+        result = subprocess.run([*HWVAL, "capture", "--no-nvml", "--rapl-root", str(emu.root),
+                                 "--duration", f"{duration_s:.3f}", "-o", str(out)],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        emu.stop()
+        with open_run(out) as run:
+            first_ns = min(run.origin_monotonic_ns + int(run.stream(n).t[0] * 1e9)
+                           for n in run.stream_names)
+        if first_ns < t0_ns:
+            break  # every stream's first reading came before the load began
+        out.unlink()
+    else:
+        raise AssertionError("the capture never started within 6 s")
     with open_run(out) as run:
         assert sorted(run.stream_names) == ["rapl_dram_0", "rapl_dram_1", "rapl_package_0",
                                             "rapl_package_1"]
@@ -144,36 +176,43 @@ def test_capture_of_an_emulated_dual_package_tree_matches_the_true_energy(emulat
             s = run.stream(name)
             assert s.attrs["kind"] == "software" and s.attrs["driver"] == "rapl"
             assert s.attrs["scope"] == ("dram" if "dram" in name else "cpu_package")
+            assert s.attrs["emulated"]
             zone = s.identity["zone"]
-            t_bench = (run.origin_monotonic_ns + s.t * 1e9 - emu.info["t0_monotonic_ns"]) / 1e9
             energy = s.data["energy_j"]
             assert energy[0] == 0.0 and math.isnan(s.data["power_w"][0])
             assert np.all(np.diff(energy) >= 0)
-            true_j = emu.share(zone) * truth.energy_j(t_bench[0], t_bench[-1])
-            assert energy[-1] == pytest.approx(true_j, rel=1e-3), name
-            wraps += int(energy[-1] // 30)
+            # the emulator's counter is floor(share x true energy) in whole microjoules
+            true_uj = math.floor(emu.share(zone) * load_j * 1e6)
+            assert energy[-1] == true_uj / 1e6, name
+            assert s.t[-1] > (t0_ns - run.origin_monotonic_ns) / 1e9 + 2.0  # read after the load
+            wraps += int(energy[-1] // 20)
             # power is the mean over the measured interval: it integrates back to the energy
             integral_j = np.nansum(s.data["power_w"][1:] * s.data["interval_s"][1:])
             assert integral_j == pytest.approx(energy[-1], rel=1e-9)
             assert s.dataset_attrs["power_w"]["semantics"] == "window_mean"
-        assert wraps >= 10
+        assert wraps >= 12
         assert [e for e in run.events if e.name == "error"] == []
 
 
-def test_gain_and_offset_bias_the_counters_and_streams_are_marked_emulated(emulator):
+def test_gain_and_offset_bias_the_counters_and_streams_are_marked_emulated(emulator, tmp_path):
     # a software meter reading 55 % of the truth plus 2 W: what `hwval demo` shows
-    emu = emulator("--nested", "", "--profile", "constant:100", "--gain", "0.55", "--offset-w", "2",
-                   "--update-s", "0.001")
-    src = RaplSource(SourceSpec("rapl", str(emu.root), "rapl", 0.01, {}))
-    (info,) = src.open(Ctx())
+    root = tmp_path / "pc"
+    emu, t0_ns = start_before_t0(emulator, 0.5, "--root", str(root), "--nested", "",
+                                 "--profile", "constant:100", "--gain", "0.55", "--offset-w", "2",
+                                 "--update-s", "0.001")
+    src = RaplSource(SourceSpec("rapl", str(root), "rapl", 0.01, {}))
+    (info,) = src.open(FakeCtx())
     assert info.emulated
+    assert src.read()["rapl_package_0"]["energy_j"] == 0.0  # before bench time 0: no energy yet
+    time.sleep(max(0.0, (t0_ns - time.monotonic_ns()) / 1e9 + 0.3))
     src.read()
-    t0 = src.states[0].last_t_ns
-    time.sleep(0.5)
-    out = src.read()
-    span_s = (src.states[0].last_t_ns - t0) / 1e9
-    expected_j = 0.55 * 100 * span_s + 2 * span_s
-    assert out["rapl_package_0"]["energy_j"] == pytest.approx(expected_j, abs=57 * 0.004)
-    truth = json.loads((emu.root / "true_energy_uj.json").read_text())
+    assert emu.stop().returncode == 0  # the counter keeps the value of the last update
+    out = src.read()["rapl_package_0"]
+    truth = json.loads((root / "true_energy_uj.json").read_text())
     assert truth["gain"] == 0.55 and truth["offset_w"] == 2
+    elapsed_s = (truth["t_monotonic_ns"] - t0_ns) / 1e9
+    assert elapsed_s > 0.2  # the load ran between the first and the last read
+    assert out["energy_j"] == truth["zones"]["intel-rapl:0"]["counter_uj"] / 1e6
+    # 0.55 x 100 W + 2 W over the time of the last update, floored to whole microjoules
+    assert out["energy_j"] == pytest.approx((0.55 * 100 + 2) * elapsed_s, abs=2e-6)
     src.close()

@@ -4,39 +4,17 @@ powercap emulator's own tree builder (counters written by the test, time from a 
 from __future__ import annotations
 
 import math
-import os
-import threading
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fake_ctx import FakeCtx
 from hwval.emulators.powercap import build_tree, format_counter, plan_zones
 from hwval.sources.base import SourceSpec, SourceUnavailable, TransientError
 from hwval.sources.rapl import RaplSource, create
 from hwval.sources.rapl_zones import discover
-
-
-class FakeCtx:
-    """Records what a source reports through its context."""
-
-    def __init__(self) -> None:
-        self.stop = threading.Event()
-        self.events: list[tuple[str, str, dict]] = []
-        self.errors: list[tuple[str, str, str]] = []
-
-    def emit(self, stream, values, t_ns=None):
-        raise AssertionError("a polled source must not emit")
-
-    def event(self, name, stream="", t_ns=None, **detail):
-        self.events.append((name, stream, detail))
-
-    def count_error(self, stream, kind, message=""):
-        self.errors.append((stream, kind, message))
-
-    def kinds(self) -> list[str]:
-        return [d.get("kind") for _, _, d in self.events]
 
 
 class StepClock:
@@ -241,7 +219,16 @@ def test_stream_descriptor_declares_units_semantics_and_identity(tmp_path):
     assert pkg.identity["max_power_w"] == 150.0
     assert pkg.identity["wrap_time_s_at_max_power"] == pytest.approx(262143.32885 / 150.0)
     assert core.identity["part_of"] == "rapl_package_0"
+    assert any("do not add them up" in n for n in core.notes)
     assert ctx.events == []
+
+
+def test_psys_is_marked_as_covering_the_other_domains(tmp_path):
+    make_tree(tmp_path, packages=2, nested=("dram",), psys=True)
+    _, _, infos = open_source(tmp_path)
+    notes = {i.name: i.notes for i in infos}
+    assert any("whole platform" in n for n in notes["rapl_psys_0"])
+    assert not any("whole platform" in n or "do not add" in n for n in notes["rapl_package_1"])
 
 
 def test_domains_option_selects_streams_and_rejects_unknown_names(tmp_path):

@@ -4,6 +4,7 @@ drops to uid/gid 65534 (nobody), so the kernel itself refuses ``energy_uj`` file
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import pickle
@@ -16,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from fake_ctx import FakeCtx
 
 from hwval.doctor import Finding, run_checks
 from hwval.emulators.powercap import build_tree, plan_zones
@@ -23,17 +25,6 @@ from hwval.sources.base import SourceSpec, SourceUnavailable
 from hwval.sources.rapl import RaplSource
 
 NOBODY = 65534
-
-
-class _Ctx:
-    def __init__(self):
-        self.events = []
-
-    def event(self, name, stream="", t_ns=None, **detail):
-        self.events.append((name, stream, detail))
-
-    def count_error(self, stream, kind, message=""):
-        self.events.append(("count", stream, {"kind": kind}))
 
 
 def as_unprivileged(func):
@@ -83,7 +74,7 @@ def shared_dir():
 
 def _open_rapl(root: str):
     src = RaplSource(SourceSpec("rapl", root, "rapl", 0.01, {}))
-    ctx = _Ctx()
+    ctx = FakeCtx()
     infos = src.open(ctx)
     values = src.read()
     src.close()
@@ -145,3 +136,16 @@ def test_emulator_unreadable_mode_and_doctor_as_a_normal_user(tmp_path):
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
     assert not Path(root).exists()  # the emulator removes the temporary tree it made
+
+
+def test_shipped_udev_rule_covers_every_rapl_zone():
+    rules = Path(__file__).resolve().parent.parent / "firmware_configs" / "udev" / "99-hwval-rapl.rules"
+    text = rules.read_text().replace("\\\n", " ")
+    (rule,) = [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    kernel = rule.split('KERNEL=="', 1)[1].split('"', 1)[0]
+    patterns = kernel.split("|")  # udev's alternatives
+    zones = ["intel-rapl:0", "intel-rapl:0:0", "intel-rapl:1:2", "intel-rapl-mmio:0"]
+    assert all(any(fnmatch.fnmatchcase(z, p) for p in patterns) for z in zones)
+    assert not any(fnmatch.fnmatchcase("intel-rapl", p) for p in patterns)  # the control type
+    assert 'ACTION=="add"' in rule and 'SUBSYSTEM=="powercap"' in rule
+    assert "chgrp power %S%p/energy_uj" in rule and "chmod g+r %S%p/energy_uj" in rule

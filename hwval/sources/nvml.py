@@ -9,8 +9,11 @@ by UUID (see :mod:`hwval.sources.nvml_devices`). Keys, each only where the GPU s
     ``nvmlDeviceGetPowerUsage`` (mW -> W), whole board. A 1 s mean on Ampere and newer except
     GA100 (``semantics = window_mean``, ``window_s = 1``), an instantaneous value otherwise.
 ``energy_j``
-    ``nvmlDeviceGetTotalEnergyConsumption`` (mJ since driver load, Volta+), minus its value at
-    the first reading, in exact integer millijoules until converted.
+    ``nvmlDeviceGetTotalEnergyConsumption`` (mJ since driver load, Volta+), summed from the
+    first reading in exact integer millijoules until converted. It stays cumulative when the
+    recorder reopens the source: the first reading after a reopen adds the counter's progress
+    since the last reading before it (the energy of the gap), or, when the counter restarted (a
+    driver reload), nothing for the gap, with an ``error`` event ``counter_backwards``.
 ``power_instant_w`` / ``power_average_w``
     Field values ``NVML_FI_DEV_POWER_INSTANT`` / ``NVML_FI_DEV_POWER_AVERAGE`` (GPU scope).
 
@@ -18,7 +21,8 @@ At open the update period is detected (a burst of back-to-back reads of the ener
 of the power when there is no counter, for ``detect_s`` seconds; the smallest interval between
 value changes) and recorded in the identity and the notes.
 
-Faults: a function that answers NOT_SUPPORTED at open is skipped with a note; a transient error
+Faults: a function that answers NOT_SUPPORTED at open is skipped with a note (a transient error
+at open is retried a few times first, so a passing glitch does not drop a key); a transient error
 (UNKNOWN, TIMEOUT...) is a gap of that GPU's stream (of the whole source when every GPU failed,
 via :class:`TransientError`); GPU_IS_LOST records an ``error`` and a ``gap_start`` for that
 stream, which then stops reporting while the other GPUs go on (when every GPU is lost the source
@@ -42,13 +46,16 @@ import pynvml
 
 from hwval.sources.base import (Disconnected, Key, SourceContext, SourceSpec, SourceUnavailable,
                                 StreamInfo, TransientError, check_options)
-from hwval.sources.nvml_devices import (LOST_CODES, REOPEN_CODES, UNSUPPORTED_CODES, VisibleGpu,
-                                        enumerate_devices, error_name, field_value, identity,
-                                        order_note, parse_visible, power_usage_semantics,
+from hwval.sources.nvml_devices import (LOST_CODES, REOPEN_CODES, TRANSIENT_CODES, UNSUPPORTED_CODES,
+                                        VisibleGpu, enumerate_devices, error_name, field_value,
+                                        identity, order_note, parse_visible, power_usage_semantics,
                                         resolve_visible)
 
 DEFAULT_PERIOD_S = 0.05
 DEFAULT_DETECT_S = 0.25
+#: Calls at open that fail with a transient code are tried this many times before the key is
+#: given up for the whole capture.
+PROBE_ATTEMPTS = 3
 OPTIONS = {"detect_s": float, "fields": bool}
 
 #: Field values read where supported: (field id, key, semantics, window_s, description).
@@ -60,20 +67,28 @@ POWER_FIELDS = (
 )
 
 
+#: What an nvmlInit failure means and what to do, by NVML error code ("what; fix").
+INIT_ERRORS = {
+    pynvml.NVML_ERROR_LIBRARY_NOT_FOUND:
+        "no NVIDIA driver on this machine (libnvidia-ml.so.1 not found); install the NVIDIA "
+        "driver, or capture without NVML (--no-nvml)",
+    pynvml.NVML_ERROR_DRIVER_NOT_LOADED:
+        "the NVIDIA kernel driver is not loaded (nvidia-smi fails too); load it ('sudo modprobe "
+        "nvidia' or reboot after installing), or use --no-nvml",
+    pynvml.NVML_ERROR_NO_PERMISSION:
+        "permission denied opening the GPU devices (/dev/nvidia*); add this user to the group "
+        "owning them, or use --no-nvml",
+    pynvml.NVML_ERROR_LIB_RM_VERSION_MISMATCH:
+        "the NVML library and the kernel driver versions differ (driver updated without "
+        "reboot); reboot or reload the nvidia module, or use --no-nvml",
+}
+
+
 def init_error_message(exc: pynvml.NVMLError) -> str:
-    code = exc.value
-    if code == pynvml.NVML_ERROR_LIBRARY_NOT_FOUND:
-        return ("no NVIDIA driver on this machine (libnvidia-ml.so.1 not found); install the "
-                "NVIDIA driver, or capture without NVML (--no-nvml)")
-    if code == pynvml.NVML_ERROR_DRIVER_NOT_LOADED:
-        return ("the NVIDIA kernel driver is not loaded (nvidia-smi fails too); load it "
-                "('sudo modprobe nvidia' or reboot after installing), or use --no-nvml")
-    if code == pynvml.NVML_ERROR_NO_PERMISSION:
-        return ("permission denied opening the GPU devices (/dev/nvidia*); add this user to "
-                "the group owning them, or use --no-nvml")
-    if code == pynvml.NVML_ERROR_LIB_RM_VERSION_MISMATCH:
-        return ("the NVML library and the kernel driver versions differ (driver updated "
-                "without reboot); reboot or reload the nvidia module, or use --no-nvml")
+    """One line for an ``nvmlInit`` failure: what happened; then, after ``;``, the fix."""
+    known = INIT_ERRORS.get(exc.value)
+    if known is not None:
+        return known
     return f"nvmlInit failed ({error_name(exc)}: {exc}); check nvidia-smi, or use --no-nvml"
 
 
@@ -86,8 +101,9 @@ class _Gpu:
     has_power: bool = False
     has_energy: bool = False
     fields: list[tuple[int, str]] = field(default_factory=list)
-    energy_base_mj: int | None = None
+    #: Last counter value read (mJ) and the energy summed so far (mJ), both exact integers.
     last_energy_mj: int | None = None
+    energy_total_mj: int = 0
     lost: bool = False
     in_gap: bool = False
     notes: list[str] = field(default_factory=list)
@@ -97,7 +113,7 @@ class _Gpu:
         return self.visible.device.handle
 
 
-def _smallest_change_interval_s(changes: list[tuple[int, int]], widths_ns: list[int]) -> float | None:
+def smallest_change_interval_s(changes: list[tuple[int, int]], widths_ns: list[int]) -> float | None:
     """Smallest interval between consecutive well-timed changes, in seconds.
 
     ``changes`` are ``(start of the read before, end of the read that saw the change)`` in ns: the
@@ -133,9 +149,17 @@ class NvmlSource:
         self._clock = clock_ns
         self._gpus: list[_Gpu] = []
         self._initialised = False
+        #: The last read raised TransientError: the recorder holds a gap over every stream and
+        #: closes it (for the lost GPUs too) when a read next succeeds.
+        self._in_recorder_gap = False
+        #: Lost GPUs whose own gap must be opened again, one read after the recorder's closed.
+        self._reopen_lost_gaps = False
         self.ctx: SourceContext | None = None
         #: Update period detected per stream at open (seconds or None); also in the identity.
         self.update_periods: dict[str, float | None] = {}
+        #: GPU UUID -> (last counter value, energy summed) in mJ, kept across close/open so a
+        #: reopened stream's ``energy_j`` goes on from where it was instead of restarting at 0.
+        self._energy_by_uuid: dict[str, tuple[int, int]] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
     def open(self, ctx: SourceContext) -> list[StreamInfo]:
@@ -178,6 +202,8 @@ class NvmlSource:
             notes.append(note)
         for g in gpus:
             gpu = _Gpu(f"{self.prefix}_gpu{g.cuda_index}", g, notes=list(g.notes) + notes)
+            if g.device.uuid in self._energy_by_uuid:
+                gpu.last_energy_mj, gpu.energy_total_mj = self._energy_by_uuid[g.device.uuid]
             self._probe(gpu)
             if gpu.has_power or gpu.has_energy or gpu.fields:
                 self._gpus.append(gpu)
@@ -190,23 +216,35 @@ class NvmlSource:
         self._detect_update_periods()
         return [self._info(gpu, identities[gpu.visible.device.uuid]) for gpu in self._gpus]
 
+    @staticmethod
+    def _probe_call(func: Callable[..., Any], *args: Any) -> tuple[Any, pynvml.NVMLError | None]:
+        """``(value, None)``, or ``(None, error)`` once the call failed for good: a transient
+        code (TRANSIENT_CODES) is retried up to PROBE_ATTEMPTS times, any other code is final."""
+        attempt = 1
+        while True:
+            try:
+                return func(*args), None
+            except pynvml.NVMLError as exc:
+                if exc.value not in TRANSIENT_CODES or attempt >= PROBE_ATTEMPTS:
+                    return None, exc
+            attempt += 1
+
     def _probe(self, gpu: _Gpu) -> None:
         """Find out which readings this GPU supports; note the ones it does not."""
         h = gpu.handle
         for attr, func, what in (("has_power", pynvml.nvmlDeviceGetPowerUsage, "power usage"),
                                  ("has_energy", pynvml.nvmlDeviceGetTotalEnergyConsumption,
                                   "total energy counter")):
-            try:
-                func(h)
+            _, exc = self._probe_call(func, h)
+            if exc is None:
                 setattr(gpu, attr, True)
-            except pynvml.NVMLError as exc:
+            else:
                 gpu.notes.append(f"{what} not available ({error_name(exc)}): key skipped")
         if not self.read_fields:
             return
         ids = [fid for fid, *_ in POWER_FIELDS]
-        try:
-            values = pynvml.nvmlDeviceGetFieldValues(h, ids)
-        except pynvml.NVMLError as exc:
+        values, exc = self._probe_call(pynvml.nvmlDeviceGetFieldValues, h, ids)
+        if exc is not None:
             gpu.notes.append(f"field values not available ({error_name(exc)}): "
                              "power_instant_w / power_average_w skipped")
             return
@@ -256,7 +294,7 @@ class NvmlSource:
                         probe[2].append((probe[5], after))
                 probe[4], probe[5] = value, before
         for gpu, func, changes, gaps, _, _ in probes:
-            period = _smallest_change_interval_s(changes, gaps)
+            period = smallest_change_interval_s(changes, gaps)
             self.update_periods[gpu.stream] = period
             what = "energy counter" if gpu.has_energy else "power"
             if period is None:
@@ -295,6 +333,7 @@ class NvmlSource:
 
     def close(self) -> None:
         self._gpus = []
+        self._in_recorder_gap = self._reopen_lost_gaps = False  # a reopen starts every GPU afresh
         if self._initialised:
             self._initialised = False
             try:
@@ -304,6 +343,14 @@ class NvmlSource:
 
     # -- reading -----------------------------------------------------------------------------
     def read(self) -> Mapping[str, Mapping[str, float]]:
+        if self._reopen_lost_gaps:
+            # The recorder ended its gap after the previous read for every stream, the lost
+            # GPUs' too; they still report nothing, so their gap is open again.
+            self._reopen_lost_gaps = False
+            for gpu in self._gpus:
+                if gpu.lost and not gpu.in_gap:
+                    gpu.in_gap = True
+                    self._emit_event("gap_start", gpu.stream, reason="GPU lost")
         out: dict[str, dict[str, float]] = {}
         failures: list[tuple[_Gpu, pynvml.NVMLError]] = []
         active = [g for g in self._gpus if not g.lost]
@@ -328,8 +375,12 @@ class NvmlSource:
             raise Disconnected("nvml: every GPU is lost (GPU_IS_LOST); reopening NVML")
         if failures and len(failures) == len(still_active):
             self._hand_gaps_to_recorder()
+            self._in_recorder_gap = True
             names = "; ".join(f"{g.stream}: {error_name(e)}" for g, e in failures)
             raise TransientError(f"nvml: {names}")
+        if self._in_recorder_gap:
+            self._in_recorder_gap = False
+            self._reopen_lost_gaps = any(g.lost for g in self._gpus)
         for gpu, exc in failures:
             if self.ctx is not None:
                 self.ctx.count_error(gpu.stream, error_name(exc), str(exc))
@@ -368,17 +419,19 @@ class NvmlSource:
         return values
 
     def _energy_j(self, gpu: _Gpu, counter_mj: int) -> float:
-        if gpu.energy_base_mj is None:
-            gpu.energy_base_mj = counter_mj
-        elif counter_mj < gpu.last_energy_mj:
-            # Driver reloaded (the counter restarts at 0): keep the sum continuous from here.
+        last = gpu.last_energy_mj
+        if last is not None and counter_mj < last:
+            # Driver reloaded (the counter restarts at 0): keep the sum continuous from here;
+            # whatever was consumed between the two readings is unknown and not added.
             self._emit_event("error", gpu.stream, kind="counter_backwards",
-                             message=f"energy counter went from {gpu.last_energy_mj} to "
-                                     f"{counter_mj} mJ; baseline restarted",
-                             previous_mj=gpu.last_energy_mj, value_mj=counter_mj)
-            gpu.energy_base_mj = counter_mj - (gpu.last_energy_mj - gpu.energy_base_mj)
+                             message=f"energy counter went from {last} to {counter_mj} mJ; "
+                                     "baseline restarted",
+                             previous_mj=last, value_mj=counter_mj)
+        elif last is not None:
+            gpu.energy_total_mj += counter_mj - last
         gpu.last_energy_mj = counter_mj
-        return (counter_mj - gpu.energy_base_mj) / 1000.0
+        self._energy_by_uuid[gpu.visible.device.uuid] = (counter_mj, gpu.energy_total_mj)
+        return gpu.energy_total_mj / 1000.0
 
     def _lose(self, gpu: _Gpu, exc: pynvml.NVMLError) -> None:
         gpu.lost = True

@@ -166,11 +166,12 @@ def resolve_visible(visible: VisibleEntries, devices: list[NvmlDevice]) -> tuple
     seen: dict[str, int] = {}
     mig_loaded = False
     for cuda_index, entry in enumerate(visible.entries):
-        device, via_mig = None, None
+        device, via_mig, matches = None, None, []
         if entry.isdigit():
             k = int(entry)
             device = devices[k] if k < len(devices) else None
         elif entry.startswith("GPU-"):
+            # CUDA accepts a UUID prefix only when it names one device.
             matches = [d for d in devices if d.uuid.startswith(entry)]
             device = matches[0] if len(matches) == 1 else None
         else:  # MIG-<uuid> or legacy MIG-GPU-<uuid>/<gi>/<ci>
@@ -186,7 +187,8 @@ def resolve_visible(visible: VisibleEntries, devices: list[NvmlDevice]) -> tuple
             device = matches[0] if matches else None
             via_mig = entry
         if device is None:
-            notes.append(f"CUDA_VISIBLE_DEVICES entry {entry!r} matches no GPU: CUDA ignores it and "
+            what = f"matches {len(matches)} GPUs" if len(matches) > 1 else "matches no GPU"
+            notes.append(f"CUDA_VISIBLE_DEVICES entry {entry!r} {what}: CUDA ignores it and "
                          "every entry after it")
             break
         if device.uuid in seen:

@@ -134,15 +134,22 @@ class SimNvml:
                 raise pynvml.NVMLError(pynvml.NVML_ERROR_UNINITIALIZED)
             self.initialised -= 1
 
+        def need_init(function: str) -> None:
+            # Like the library: every call but nvmlInit fails before nvmlInit succeeded.
+            self.calls[function] += 1
+            if not self.initialised:
+                raise pynvml.NVMLError(pynvml.NVML_ERROR_UNINITIALIZED)
+
         def nvmlSystemGetDriverVersion():
+            need_init("nvmlSystemGetDriverVersion")
             return self.driver_version
 
         def nvmlDeviceGetCount():
-            if not self.initialised:
-                raise pynvml.NVMLError(pynvml.NVML_ERROR_UNINITIALIZED)
+            need_init("nvmlDeviceGetCount")
             return len(self.gpus)
 
         def nvmlDeviceGetHandleByIndex(index):
+            need_init("nvmlDeviceGetHandleByIndex")
             if not 0 <= index < len(self.gpus):
                 raise pynvml.NVMLError(pynvml.NVML_ERROR_INVALID_ARGUMENT)
             return _Handle(self.gpus[index])

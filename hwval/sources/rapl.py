@@ -19,7 +19,9 @@ One stream per domain (see :mod:`hwval.sources.rapl_zones` for the names), each 
 
 Faults: a counter that steps backwards by more than a wrap could explain (the increment a wrap
 would imply exceeds the domain's plausible power over the elapsed time) is recorded as an
-``error`` event and the baseline restarts there, so the glitch adds no energy. A read interval
+``error`` event and the baseline restarts there: the step adds no phantom wrap (a counter that
+really restarted lower loses nothing more), while a one-read dip (the next value back above the
+old one) adds the dip's size, at most a few updates' energy. A read interval
 longer than the time the counter takes to wrap at the domain's maximum power is counted in the
 stream's ``error_counts`` (whole wraps may be lost); a nominal period too slow for the wrap time
 is warned about at open (an ``error`` event with ``severity = warning`` and a stream note).
@@ -167,6 +169,9 @@ class RaplSource:
             notes.append("other domains were skipped as unreadable: " + "; ".join(unreadable))
         if d.parent_stream:
             notes.append(f"{d.kind} energy is part of {d.parent_stream}: do not add them up")
+        if d.kind == "psys":
+            notes.append("psys covers the whole platform (packages, DRAM and more): do not add "
+                         "it to the other RAPL streams")
         identity = {
             "zone": d.zone, "domain": d.name, "package": d.package, "path": str(d.path),
             "max_energy_range_uj": d.max_energy_range_uj,
