@@ -10,7 +10,7 @@ from hwval.emulators.bench import Bench, MeterModel, PowerProfile
 from hwval.emulators.hmc8015 import Hmc8015
 from hwval.sources.base import SourceSpec, SourceUnavailable
 from hwval.sources.visa.hmc8015 import create
-from test_visa_support import RecordingContext, poll, record, serve  # noqa: F401  (fixture)
+from test_visa_support import RecordingContext, record, run_polled, serve  # noqa: F401  (fixture)
 
 
 def source(resource: str, **options):
@@ -20,17 +20,17 @@ def source(resource: str, **options):
 def test_cells_configured_in_order_and_values_decoded(serve):
     inst = Hmc8015(Bench(PowerProfile.parse("steps:60@0.3,250@0.3")), MeterModel())
     server = serve(inst)
-    src = source(server.resource)
-    ctx = RecordingContext()
-    info = src.open(ctx)[0]
-    readings = poll(src, ctx, 0.8)
-    src.close()
-    assert server.commands(1)[:12] == [
-        "*IDN?", "*CLS", "VIEW:NUM:PAGE1:SIZE 6", "VIEW:NUM:PAGE1:CELL1:FUNC P",
-        "VIEW:NUM:PAGE1:CELL2:FUNC URMS", "VIEW:NUM:PAGE1:CELL3:FUNC IRMS",
+    ctx, [info], readings = run_polled(source(server.resource), 0.8)
+    assert server.commands(1)[:13] == [
+        "*IDN?", "*CLS", "CHAN1:MEAS:FUNC P,URMS,IRMS,LAMBda,URANge,IRANge", "VIEW:NUM:PAGE1:SIZE 6",
+        "VIEW:NUM:PAGE1:CELL1:FUNC P", "VIEW:NUM:PAGE1:CELL2:FUNC URMS", "VIEW:NUM:PAGE1:CELL3:FUNC IRMS",
         "VIEW:NUM:PAGE1:CELL4:FUNC LAMBda", "VIEW:NUM:PAGE1:CELL5:FUNC URANge",
-        "VIEW:NUM:PAGE1:CELL6:FUNC IRANge", "VOLT:RANG:AUTO ON", "CURR:RANG:AUTO ON", "SYST:ERR?"]
+        "VIEW:NUM:PAGE1:CELL6:FUNC IRANge", "CHAN1:ACQ:VOLT:RANG:AUTO ON", "CHAN1:ACQ:CURR:RANG:AUTO ON",
+        "SYST:ERR?"]
+    # the measured functions, not the display cells, decide what CHAN1:MEAS:DATA? returns
+    assert inst.measured == ["P", "URMS", "IRMS", "LAMBDA", "URANGE", "IRANGE"]
     assert info.period_s == 0.1 and info.identity["model"] == "HMC8015"
+    assert any("no new-data flag" in note for note in info.notes)
     assert len(readings) >= 6
     for index, (_, v) in zip(inst.clock.served, readings):
         truth = inst._power_w(index)
@@ -39,6 +39,20 @@ def test_cells_configured_in_order_and_values_decoded(serve):
         i_range = 0.5 if truth < 100 else 2.0
         assert v["power_uncertainty_w"] == pytest.approx(0.0005 * truth + 0.00015 * 300.0 * i_range, rel=1e-3)
     assert {round(v["power_w"]) for _, v in readings} == {60, 250}
+    assert ctx.errors == {}
+
+
+def test_repeated_replies_are_reported_at_the_end(serve):
+    # polled 4 times per 0.1 s refresh: most replies repeat the one before, and the final close
+    # says how many (they are kept: a steady load repeats to the last digit as well)
+    inst = Hmc8015(Bench(PowerProfile.parse("constant:100")), MeterModel())
+    server = serve(inst)
+    ctx, _, readings = run_polled(create(SourceSpec("hmc8015", server.resource, "wall", 0.025, {})), 0.5)
+    [summary] = [d for n, s, d in ctx.events if n == "repeated_replies"]
+    refreshes = len(set(inst.clock.served))
+    assert summary["replies"] == len(readings) == len(inst.clock.served)
+    # each reply after the first repeats the previous one (constant power, no noise)
+    assert summary["repeated"] == len(readings) - 1 and refreshes < len(readings)
 
 
 def test_fixed_range_overload_is_counted(serve):
@@ -48,8 +62,12 @@ def test_fixed_range_overload_is_counted(serve):
     src.open(ctx)
     out = src.read()["wall"]
     src.close()
-    assert "CURR:RANG 0.2" in server.commands(1)
+    assert "CHAN1:ACQ:CURR:RANG 0.2" in server.commands(1) and not inst_auto(server)["current"]
     assert math.isnan(out["power_w"]) and math.isnan(out["current_a"]) and ctx.errors["overload"] == 1
+
+
+def inst_auto(server) -> dict[str, bool]:
+    return server.instrument.auto
 
 
 def test_wrong_instrument_and_drop_under_recorder(serve):

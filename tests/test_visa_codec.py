@@ -70,10 +70,18 @@ def test_range_choice_and_uncertainty():
 
 
 def test_shipped_profiles_load_and_match_their_instruments():
-    assert {p.path.name for p in load_profiles("wt300")} == {"wt310.toml", "wt330.toml"}
-    wt310 = select_profile("wt300", codec.parse_idn("YOKOGAWA,WT310E,X,F1"))
-    assert wt310.path.name == "wt310.toml" and wt310.setup[0] == "*CLS" and 0.1 in wt310.update_intervals_s
+    assert {p.path.name for p in load_profiles("wt300")} == {"wt310.toml", "wt310e.toml", "wt330.toml",
+                                                             "wt330e.toml"}
+    wt310e = select_profile("wt300", codec.parse_idn("YOKOGAWA,WT310E,X,F1"))
+    assert wt310e.path.name == "wt310e.toml" and wt310e.setup[0] == "*CLS" and 0.1 in wt310e.update_intervals_s
+    # the pre-E and E series differ in range error (IM WT310-02EN vs IM WT310E-02EN, §7.3.2)
+    wt310 = select_profile("wt300", codec.parse_idn("YOKOGAWA,WT310,X,F1"))
+    assert (wt310.path.name, wt310.power_pct_range, wt310e.power_pct_range) == ("wt310.toml", 0.1, 0.05)
+    assert select_profile("wt300", codec.parse_idn("YOKOGAWA,WT310HC,X,F1")).path.name == "wt310.toml"
     assert select_profile("wt300", codec.parse_idn("YOKOGAWA,WT333,X,F1")).extra["elements"] == 3
+    assert select_profile("wt300", codec.parse_idn("YOKOGAWA,WT332E,X,F1")).path.name == "wt330e.toml"
+    # every shipped Yokogawa profile waits for the falling edge of UPD (new data readable)
+    assert all(p.extra["after_setup"] == [":STAT:FILT1 FALL"] for p in load_profiles("wt300"))
     assert select_profile("hmc8015", codec.parse_idn("Rohde&Schwarz,HMC8015,1,2")).error_query == "SYST:ERR?"
     assert select_profile("n6705", codec.parse_idn("Keysight Technologies,N6705C,MY1,D")).scope == "dc"
     with pytest.raises(ProfileError, match="ROHDE&SCHWARZ,HMC8015"):

@@ -8,8 +8,11 @@ pyvisa-sim with the shipped YAML definitions.
 
 from __future__ import annotations
 
+import json
+import signal
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +58,17 @@ def poll(source, ctx: RecordingContext, duration_s: float) -> list[tuple[int, di
         for values in source.read().values():
             out.append((time.monotonic_ns(), dict(values)))
     return out
+
+
+def run_polled(source, duration_s: float):
+    """Open ``source``, :func:`poll` it for ``duration_s``, then close it for good (``stop`` set,
+    as the recorder does at the end). Returns (context, stream infos, readings)."""
+    ctx = RecordingContext()
+    infos = source.open(ctx)
+    readings = poll(source, ctx, duration_s)
+    ctx.stop.set()
+    source.close()
+    return ctx, infos, readings
 
 
 @dataclass
@@ -105,6 +119,42 @@ def serve():
     yield start
     for server in servers:
         server.stop()
+
+
+@contextmanager
+def emulator_process(tmp_path, device: str, *args: str):
+    """``hwval emulate DEVICE --port 0 ARGS`` as a real process; yields its ready-file JSON
+    (``resource``, ``t0_monotonic_ns``...) and checks it stops cleanly on SIGTERM."""
+    from conftest import popen_hwval
+
+    ready = tmp_path / f"{device}-ready.json"
+    proc = popen_hwval("emulate", device, "--port", "0", "--ready-file", str(ready), *args)
+    try:
+        deadline = time.monotonic() + 20
+        while not ready.exists():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, f"{device} emulator did not get ready"
+            time.sleep(0.05)
+        yield json.loads(ready.read_text())
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    assert f"{device} emulator ready: use -m {device}:TCPIP::127.0.0.1::" in out
+
+
+def capture_from_emulator(tmp_path, device: str, query: str, duration_s: float, *emulator_args: str):
+    """Start ``hwval emulate DEVICE`` and run ``hwval capture -m DEVICE:RESOURCE?QUERY`` against
+    it for ``duration_s``, both as real processes; returns (run file path, emulator ready JSON)."""
+    from conftest import run_hwval
+
+    out = tmp_path / f"{device}.h5"
+    with emulator_process(tmp_path, device, *emulator_args) as ready:
+        res = run_hwval("capture", "--no-nvml", "--no-rapl", "-m", f"{device}:{ready['resource']}?{query}",
+                        "--duration", str(duration_s), "-o", str(out))
+    assert res.returncode == 0, res.stderr
+    return out, ready
 
 
 # -- the emulators' SCPI parsing ---------------------------------------------------------------

@@ -40,7 +40,7 @@ def test_unknown_command_surfaces_the_scpi_message_through_pyvisa_sim(tmp_path):
     from hwval.sources.visa.profile import profile_dir
 
     profile = tmp_path / "p.toml"
-    profile.write_text((profile_dir() / "wt310.toml").read_text().replace('"*CLS", ', '"*CLS", ":SYST:NOPE", '))
+    profile.write_text((profile_dir() / "wt310e.toml").read_text().replace('"*CLS", ', '"*CLS", ":SYST:NOPE", '))
     src = sim_source(profile=str(profile))
     ctx = RecordingContext()
     src.open(ctx)

@@ -3,12 +3,15 @@ on port 5025).
 
 ``hwval emulate hmc8015 [--port N]`` prints ``-m hmc8015:TCPIP::127.0.0.1::PORT::SOCKET``.
 
-Behaviour (PROTOCOLS.md; sources: R&S HMC8015 SCPI manual, Rohde-Schwarz/Examples): display
-cells ``VIEW:NUM:PAGE<n>:CELL<m>:FUNC <f>`` (page size ``VIEW:NUM:PAGE<n>:SIZE 6|10``) define what
-``CHAN1:MEAS:DATA?`` returns, comma-separated in cell order of page 1 (``EMPTy`` cells skipped).
-Values refresh every 100 ms (each the mean of the bench's true power over the last 100 ms);
-``VOLT:RANG[:AUTO]`` / ``CURR:RANG[:AUTO]`` select ranges (UNVERIFIED header forms), a value
-above 140 % of a fixed range is over-range (``INF``). Error queue: ``SYST:ERR?``.
+Behaviour (PROTOCOLS.md; sources: R&S HMC8015 SCPI manual, Rohde-Schwarz/Examples,
+UniStuttgart-VISUS/power-overwhelming ``hmc8015_instrument.cpp``): ``CHAN1:MEAS:FUNC f1,f2,...``
+selects the functions ``CHAN1:MEAS:DATA?`` returns, comma-separated in that order (default
+URMS,IRMS,P,FPLL,URANge,IRANge,S,Q,LAMBda,PHI). The display cells
+``VIEW:NUM:PAGE<n>:CELL<m>:FUNC <f>`` (page size ``VIEW:NUM:PAGE<n>:SIZE 6|10``) only change
+what the screen shows. Values refresh every 100 ms (each the mean of the bench's true power
+over the last 100 ms; the 100 ms refresh is UNVERIFIED); ``CHAN1:ACQ:VOLT:RANG[:AUTO]`` /
+``CHAN1:ACQ:CURR:RANG[:AUTO]`` select ranges, a value above 140 % of a fixed range is
+over-range (``INF``). Error queue: ``SYST:ERR?``.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ FUNCTIONS = {"P": "P", "S": "S", "Q": "Q", "LAMBDA": "LAMBDA", "LAMB": "LAMBDA",
              "WHM": "WHM", "AH": "AH", "AHP": "AHP", "AHM": "AHM", "URANGE": "URANGE",
              "URAN": "URANGE", "IRANGE": "IRANGE", "IRAN": "IRANGE", "EMPTY": "EMPTY", "EMPT": "EMPTY"}
 DEFAULT_CELLS = ["URMS", "IRMS", "P", "S", "Q", "LAMBDA", "FU", "FI", "UTHD", "ITHD"]
+#: What CHAN1:MEAS:DATA? returns until CHAN1:MEAS:FUNC says otherwise (power-overwhelming notes).
+DEFAULT_MEASURED = ["URMS", "IRMS", "P", "FPLL", "URANGE", "IRANGE", "S", "Q", "LAMBDA", "PHI"]
 
 
 class Hmc8015(Instrument):
@@ -49,10 +54,12 @@ class Hmc8015(Instrument):
         self.fixed = {"voltage": 300.0, "current": 2.0}
         self.add("VIEW:NUMeric:PAGE#:CELL#:FUNCtion", self._cell)
         self.add("VIEW:NUMeric:PAGE#:SIZE", self._size)
+        self.measured = list(DEFAULT_MEASURED)
+        self.add("CHANnel#:MEASurement:FUNCtions", self._functions)
         self.add("CHANnel#:MEASurement:DATA", self._data, data=True)
         for which, node in (("voltage", "VOLTage"), ("current", "CURRent")):
-            self.add(f"{node}:RANGe:AUTO", self._auto(which))
-            self.add(f"{node}:RANGe[:VALue]", self._range(which))
+            self.add(f"CHANnel#:ACQuisition:{node}:RANGe:AUTO", self._auto(which))
+            self.add(f"CHANnel#:ACQuisition:{node}:RANGe[:VALue]", self._range(which))
 
     def _cell(self, args: list[str], suffixes: list[int], query: bool) -> str | None:
         page, cell = suffixes
@@ -64,6 +71,17 @@ class Hmc8015(Instrument):
         if func is None:
             raise ScpiError(*ILLEGAL_PARAMETER)
         self.pages[page][cell - 1] = func
+        return None
+
+    def _functions(self, args: list[str], suffixes: list[int], query: bool) -> str | None:
+        if suffixes[0] != 1:
+            raise ScpiError(*ILLEGAL_PARAMETER)  # one power channel
+        if query:
+            return ",".join(self.measured)
+        funcs = [FUNCTIONS.get(a.strip().upper()) for a in args]
+        if not 1 <= len(funcs) <= 10 or None in funcs:
+            raise ScpiError(*ILLEGAL_PARAMETER)
+        self.measured = [f for f in funcs if f is not None]
         return None
 
     def _size(self, args: list[str], suffixes: list[int], query: bool) -> str | None:
@@ -78,6 +96,8 @@ class Hmc8015(Instrument):
 
     def _auto(self, which: str):
         def handler(args: list[str], suffixes: list[int], query: bool) -> str | None:
+            if suffixes[0] != 1:
+                raise ScpiError(*ILLEGAL_PARAMETER)
             if query:
                 return "1" if self.auto[which] else "0"
             self.auto[which] = parse_bool(args[0] if args else "")
@@ -88,6 +108,8 @@ class Hmc8015(Instrument):
         ranges = VOLTAGE_RANGES_V if which == "voltage" else CURRENT_RANGES_A
 
         def handler(args: list[str], suffixes: list[int], query: bool) -> str | None:
+            if suffixes[0] != 1:
+                raise ScpiError(*ILLEGAL_PARAMETER)
             if query:
                 return f"{self._ranges(self.clock.index(self.bench.t_s()))[which]:+.4E}"
             value = parse_float(args[0] if args else "", {"V": 1.0, "MA": 1e-3, "A": 1.0})
@@ -135,9 +157,8 @@ class Hmc8015(Instrument):
         for key in ("IRMS", "IAVG", "P", "S", "Q"):
             if over_i:
                 values[key] = math.inf
-        cells = [f for f in self.pages[1][: self.page_size[1]] if f != "EMPTY"]
         return ",".join("INF" if math.isinf(values.get(f, 0.0)) else f"{values.get(f, 0.0):+.4E}"
-                        for f in cells)
+                        for f in self.measured if f != "EMPTY")
 
 
 @click.command("hmc8015")

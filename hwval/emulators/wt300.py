@@ -9,8 +9,11 @@ commands; intel/yoko-tool ``yokolibs/_wt310.py``; mlcommons/power-dev):
 - numeric values change only at each update (``:SAMP:RATE`` or ``:RATE``, 0.1..5 s); value ``n``
   is the mean of the bench's true power over the ``n``-th interval (``bench.profile.mean_w``),
   seen through the meter model's gain, offset, noise and quantum;
-- ``:STAT:EESR?`` bit 0 (UPD) is set when an update happened since it was last read (reading
-  clears it), bit 1 while integrating;
+- the UPD condition is high while the numeric data are being updated (the last
+  ``UPDATING_S`` before each update boundary; the new values are readable from the boundary);
+  ``:STAT:FILT1 RISE|FALL|BOTH|NEVer`` chooses which edges set ``:STAT:EESR?`` bit 0, which
+  reading clears (so FALL means "new data ready": yoko-tool waits on the falling edge; RISE
+  flags an update whose values are not readable yet); bit 1 while integrating;
 - ``:NUM:NORM:NUM``/``ITEM<x> <func>,<elem>`` select what ``:NUM:NORM:VAL?`` returns
   (``NAN`` when a function has no data, ``INF`` when over-range);
 - ranges: auto (smallest range holding the value) or fixed; a value above 140 % of a fixed
@@ -34,13 +37,21 @@ from hwval.emulators.scpi_server import (ILLEGAL_PARAMETER, Faults, Instrument, 
 
 RATES_S = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
 VOLTAGE_RANGES_V = (15.0, 30.0, 60.0, 150.0, 300.0, 600.0)
-CURRENT_RANGES_A = (0.5, 1.0, 2.0, 5.0, 10.0, 20.0)
+#: WT310/WT310E direct input (5 mA..20 A); the WT332/WT333 elements have the 0.5..20 A ones.
+CURRENT_RANGES_A = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0)
+CURRENT_RANGES_MULTI_A = (0.5, 1.0, 2.0, 5.0, 10.0, 20.0)
 OVERRANGE = 1.4
 NOT_DURING_INTEGRATION = (813, "Not allowed during integration")
 FUNCTIONS = {"U", "I", "P", "S", "Q", "LAMBDA", "LAMB", "PHI", "FU", "FI", "UPPEAK", "UPP",
              "UMPEAK", "UMP", "IPPEAK", "IPP", "IMPEAK", "IMP", "PPPEAK", "PPP", "PMPEAK", "PMP",
              "WH", "WHP", "WHM", "AH", "AHP", "AHM", "TIME", "MATH", "UTHD", "ITHD"}
 TIME_UNITS = {"MS": 1e-3, "S": 1.0}
+#: How long UPD stays high before the new values are readable (a model value, UNVERIFIED on
+#: real units; what drivers depend on is the order: rising edge, then data, then falling edge).
+UPDATING_S = 0.01
+#: Transition filter values (``:STATus:FILTer<x>``); NEVER until set (assumed power-on value:
+#: yoko-tool sets every filter explicitly rather than relying on it).
+FILTERS = {"RISE": "RISE", "FALL": "FALL", "BOTH": "BOTH", "NEVER": "NEVER", "NEV": "NEVER"}
 
 
 class Wt300(Instrument):
@@ -52,6 +63,7 @@ class Wt300(Instrument):
         self.bench, self.model = bench, model
         self.idn = f"YOKOGAWA,{model_name},C2PH13047V,F1.03"
         self.elements = elements
+        self.current_ranges_a = CURRENT_RANGES_A if elements == 1 else CURRENT_RANGES_MULTI_A
         self.clock = UpdateClock(update_s)
         self.items: dict[int, tuple[str, str]] = {1: ("U", "1"), 2: ("I", "1"), 3: ("P", "1")}
         self.n_items = 3
@@ -63,11 +75,13 @@ class Wt300(Instrument):
         self.integ_done_j = 0.0
         #: (bench start s, bench stop s) of each integration run, for tests and operators.
         self.integrations: list[tuple[float, float | None]] = []
-        self.eesr_index = self.clock.index(bench.t_s())
+        #: Bench time of the last :STAT:EESR? read (or *CLS): edges after it set bit 0.
+        self.eesr_read_s = bench.t_s()
+        self.filters: dict[int, str] = {}
         self.settings: dict[str, str] = {}
         self.add(":STATus:EESR", self._eesr)
         self.add(":STATus:QMESsage", self._qmes)
-        self.add(":STATus:FILTer#", self._setting("filter"))
+        self.add(":STATus:FILTer#", self._filter)
         self.add(":COMMunicate:HEADer", self._setting("header"))
         self.add(":COMMunicate:VERBose", self._setting("verbose"))
         self.add(":SYSTem:COMMunicate:COMMand", self._setting("command_set"))
@@ -111,12 +125,37 @@ class Wt300(Instrument):
 
     def _cls(self, args: list[str], suffixes: list[int], query: bool) -> None:
         super()._cls(args, suffixes, query)
-        self.eesr_index = self.clock.index(self.bench.t_s())
+        self.eesr_read_s = self.bench.t_s()
+
+    def _filter(self, args: list[str], suffixes: list[int], query: bool) -> str | None:
+        x = suffixes[0]
+        if not 1 <= x <= 16:
+            raise ScpiError(*ILLEGAL_PARAMETER)
+        if query:
+            return self.filters.get(x, "NEVER")
+        value = FILTERS.get(args[0].upper() if args else "")
+        if value is None:
+            raise ScpiError(*ILLEGAL_PARAMETER)
+        self.filters[x] = value
+        return None
+
+    def updating_s(self) -> float:
+        return min(UPDATING_S, self.clock.interval_s / 5)
+
+    def _upd_edges(self, t0_s: float, t1_s: float) -> tuple[int, int]:
+        """(rising, falling) UPD edges in bench seconds ``(t0, t1]``: UPD rises ``updating_s``
+        before each update boundary and falls at the boundary, when the new values are ready."""
+        period, lead = self.clock.interval_s, self.updating_s()
+        rising = int((t1_s + lead) // period) - int((t0_s + lead) // period)
+        falling = int(t1_s // period) - int(t0_s // period)
+        return rising, falling
 
     def _eesr(self, args: list[str], suffixes: list[int], query: bool) -> str:
-        index = self.clock.index(self.bench.t_s())
-        bits = 1 if index > self.eesr_index else 0
-        self.eesr_index = index
+        now = self.bench.t_s()
+        rising, falling = self._upd_edges(self.eesr_read_s, now)
+        self.eesr_read_s = now
+        edges = {"RISE": rising, "FALL": falling, "BOTH": rising + falling, "NEVER": 0}
+        bits = 1 if edges[self.filters.get(1, "NEVER")] else 0
         if self.integ_state == "START":
             bits |= 2
         return str(bits)
@@ -162,11 +201,11 @@ class Wt300(Instrument):
         if not match:
             raise ScpiError(*ILLEGAL_PARAMETER)
         self.clock = UpdateClock(match[0], self.clock.served)
-        self.eesr_index = self.clock.index(self.bench.t_s())
+        self.eesr_read_s = self.bench.t_s()
         return None
 
     def _range(self, which: str):
-        ranges = VOLTAGE_RANGES_V if which == "voltage" else CURRENT_RANGES_A
+        ranges = VOLTAGE_RANGES_V if which == "voltage" else self.current_ranges_a
 
         def handler(args: list[str], suffixes: list[int], query: bool) -> str | None:
             if query:
@@ -251,7 +290,7 @@ class Wt300(Instrument):
         volts = self.bench.voltage_v
         amps = self.bench.current_a(power)
         v_range = _smallest(VOLTAGE_RANGES_V, volts) if self.voltage_auto else self.voltage_range_v
-        i_range = _smallest(CURRENT_RANGES_A, amps) if self.current_auto else self.current_range_a
+        i_range = _smallest(self.current_ranges_a, amps) if self.current_auto else self.current_range_a
         return v_range, i_range
 
     def values(self, index: int) -> dict[str, float]:

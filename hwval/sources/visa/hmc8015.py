@@ -2,19 +2,28 @@
 
 ``-m 'hmc8015:TCPIP::10.0.0.7::5025::SOCKET?ranging=fixed&voltage_range_v=300&current_range_a=2'``
 
-At open: ``*IDN?`` (must match an ``hmc8015`` profile), the profile's setup, then page 1 of the
-numeric view is configured so that ``CHAN1:MEAS:DATA?`` returns exactly what the driver needs,
-in cell order: ``VIEW:NUM:PAGE1:SIZE 6`` and ``VIEW:NUM:PAGE1:CELL<m>:FUNC <f>`` for P, URMS,
-IRMS, LAMBda, URANge, IRANge (the range cells give the uncertainty its range, also under auto
-ranging). Ranging: ``auto`` (default) or ``fixed`` with ``voltage_range_v`` and
-``current_range_a``. Then ``SYST:ERR?`` until empty; every SCPI message is recorded.
+At open: ``*IDN?`` (must match an ``hmc8015`` profile), the profile's setup, then
+``CHAN1:MEAS:FUNC P,URMS,IRMS,LAMBda,URANge,IRANge``: the functions ``CHAN1:MEAS:DATA?``
+returns, in that order (the range functions give the uncertainty its range, also under auto
+ranging). Page 1 of the numeric view is set to the same functions (``VIEW:NUM:PAGE1:SIZE 6``,
+``VIEW:NUM:PAGE1:CELL<m>:FUNC <f>``) so the operator sees what is recorded. Ranging: ``auto``
+(default, ``CHAN1:ACQ:VOLT:RANG:AUTO ON`` and ``CHAN1:ACQ:CURR:RANG:AUTO ON``) or ``fixed``
+with ``voltage_range_v`` and ``current_range_a`` (``CHAN1:ACQ:VOLT:RANG <V>``,
+``CHAN1:ACQ:CURR:RANG <A>``). Then ``SYST:ERR?`` until empty; every SCPI message is recorded.
 
 Reading: ``CHAN1:MEAS:DATA?`` every ``period_s`` (default: the profile's 0.1 s refresh);
 ``power_w`` is the mean over that refresh interval. Over-range (``INF``) and no-data values
-become NaN and are counted. Options: ``backend``, ``profile``, ``timeout_s``, ``ranging``,
-``voltage_range_v``, ``current_range_a``.
+become NaN and are counted. The HMC8015 offers no "new data" flag that the driver knows of
+(unlike the Yokogawa's ``:STAT:EESR?``), so a refresh can be read twice or skipped when the
+poll and the refresh drift in phase: the stream's notes say so, and at the end of the capture
+a ``repeated_replies`` event gives how many replies were identical to the one before (a hint,
+not proof: a steady load can repeat to the last digit too, so they are kept, not dropped).
+Options: ``backend``, ``profile``, ``timeout_s``, ``ranging``, ``voltage_range_v``,
+``current_range_a``.
 
-Sources: R&S HMC8015 SCPI programmers manual; Rohde-Schwarz/Examples (HMC8015).
+Sources: R&S HMC8015 SCPI programmers manual; Rohde-Schwarz/Examples (HMC8015);
+UniStuttgart-VISUS/power-overwhelming ``hmc8015_instrument.cpp`` (``CHAN1:MEAS:FUNC`` defines
+what ``CHAN1:MEAS:DATA?`` returns; ranges under ``CHAN<n>:ACQ:VOLT|CURR:RANG[:AUTO]``).
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ from __future__ import annotations
 import math
 from typing import Mapping
 
-from hwval.sources.base import (Disconnected, Key, SourceContext, SourceSpec, SourceUnavailable,
+from hwval.sources.base import (Key, SourceContext, SourceSpec, SourceUnavailable,
                                 StreamInfo, check_options)
 from hwval.sources.visa.codec import MalformedReply, format_number, parse_numbers, power_uncertainty_w
 from hwval.sources.visa.scpi import COMMON_OPTIONS, ScpiSession
@@ -34,7 +43,6 @@ OPTIONS: dict[str, type | tuple[type, ...]] = {
 CELL_KEYS = ("power_w", "voltage_v", "current_a", "power_factor", "voltage_range_v", "current_range_a")
 DEFAULT_FUNCTIONS = {"power_w": "P", "voltage_v": "URMS", "current_a": "IRMS", "power_factor": "LAMBda",
                      "voltage_range_v": "URANge", "current_range_a": "IRANge"}
-MAX_MALFORMED = 3
 
 
 class Hmc8015Source:
@@ -53,7 +61,9 @@ class Hmc8015Source:
                              "(and those two need ranging=fixed)")
         self.period_s = spec.period_s
         self.ctx: SourceContext | None = None
-        self.malformed_in_row = 0
+        self.last_reply: str | None = None
+        self.replies = 0
+        self.repeated_replies = 0
 
     def open(self, ctx: SourceContext) -> list[StreamInfo]:
         self.ctx = ctx
@@ -62,8 +72,10 @@ class Hmc8015Source:
         if self.period_s is None:
             self.period_s = profile.default_update_s
         functions = {**DEFAULT_FUNCTIONS, **profile.extra.get("functions", {})}
-        commands = list(profile.setup) + [f"VIEW:NUM:PAGE1:SIZE {len(CELL_KEYS)}"]
-        commands += [f"VIEW:NUM:PAGE1:CELL{m}:FUNC {functions[key]}" for m, key in enumerate(CELL_KEYS, 1)]
+        cell_functions = [functions[key] for key in CELL_KEYS]
+        commands = list(profile.setup) + [f"CHAN1:MEAS:FUNC {','.join(cell_functions)}",
+                                          f"VIEW:NUM:PAGE1:SIZE {len(CELL_KEYS)}"]
+        commands += [f"VIEW:NUM:PAGE1:CELL{m}:FUNC {f}" for m, f in enumerate(cell_functions, 1)]
         if self.ranging == "fixed":
             v, a = self.fixed
             for value, ranges, what in ((v, profile.voltage_ranges_v, "voltage_range_v"),
@@ -72,9 +84,10 @@ class Hmc8015Source:
                     session.close()
                     raise SourceUnavailable(f"hmc8015: {what}={value:g} is not a range of this "
                                             f"instrument ({', '.join(f'{r:g}' for r in ranges)})")
-            commands += [f"VOLT:RANG {format_number(float(v))}", f"CURR:RANG {format_number(float(a))}"]
+            commands += [f"CHAN1:ACQ:VOLT:RANG {format_number(float(v))}",
+                         f"CHAN1:ACQ:CURR:RANG {format_number(float(a))}"]
         else:
-            commands += ["VOLT:RANG:AUTO ON", "CURR:RANG:AUTO ON"]
+            commands += ["CHAN1:ACQ:VOLT:RANG:AUTO ON", "CHAN1:ACQ:CURR:RANG:AUTO ON"]
         session.send(commands)
         session.surface_errors("setup")
         window = profile.default_update_s
@@ -88,24 +101,27 @@ class Hmc8015Source:
         )
         assert session.identity is not None
         identity = {**session.identity.as_dict(), "profile": profile.path.name, "ranging": self.ranging}
+        self.last_reply = None
+        notes = (f"no new-data flag: polled every {self.period_s:g} s against a {window:g} s refresh, "
+                 "so a refresh may be read twice or skipped; see the 'repeated_replies' event",)
         return [StreamInfo(name=self.name, kind="hardware", driver="hmc8015", resource=self.spec.resource,
                            scope=profile.scope, period_s=self.period_s, keys=keys, identity=identity,
-                           emulated=session.emulated)]
+                           emulated=session.emulated, notes=notes)]
 
     def read(self) -> Mapping[str, Mapping[str, float]]:
         assert self.ctx is not None and self.session.profile is not None
         profile = self.session.profile
+        reply = self.session.query("CHAN1:MEAS:DATA?")
         try:
-            values = parse_numbers(self.session.query("CHAN1:MEAS:DATA?"), expected=len(CELL_KEYS))
+            values = parse_numbers(reply, expected=len(CELL_KEYS))
         except MalformedReply as exc:
-            self.malformed_in_row += 1
-            self.ctx.count_error(self.name, "malformed", f"CHAN1:MEAS:DATA? reply: {exc}")
-            if self.malformed_in_row >= MAX_MALFORMED:
-                self.malformed_in_row = 0
-                raise Disconnected(f"{self.spec.resource}: {MAX_MALFORMED} undecodable replies in a "
-                                   "row; reconnecting to get back in step") from None
+            self.session.malformed(f"CHAN1:MEAS:DATA? reply: {exc}")
             return {}
-        self.malformed_in_row = 0
+        self.session.decoded()
+        self.replies += 1
+        if reply == self.last_reply:
+            self.repeated_replies += 1
+        self.last_reply = reply
         cells = dict(zip(CELL_KEYS, values))
         bad = [k for k in CELL_KEYS[:3] if not math.isfinite(cells[k])]
         if bad:
@@ -119,6 +135,12 @@ class Hmc8015Source:
         return {self.name: out}
 
     def close(self) -> None:
+        if self.ctx is not None and self.ctx.stop.is_set() and self.replies:
+            # the final close (not a reconnect): one line on how often the same values came back
+            self.ctx.event("repeated_replies", self.name, repeated=self.repeated_replies,
+                           replies=self.replies, note="identical to the previous reply: the same "
+                           "refresh read twice, or a load steady to the last digit")
+            self.replies = 0
         self.session.close()
 
 

@@ -28,7 +28,7 @@ import time
 
 import numpy as np
 
-from hwval.sources.base import (Disconnected, Key, SourceContext, SourceSpec, SourceUnavailable,
+from hwval.sources.base import (Key, SourceContext, SourceSpec, SourceUnavailable,
                                 StreamInfo, check_options)
 from hwval.sources.visa.codec import (MalformedReply, decode_real32, format_number, parse_definite_block,
                                       parse_number, parse_numbers, power_uncertainty_w)
@@ -37,7 +37,6 @@ from hwval.sources.visa.scpi import COMMON_OPTIONS, ScpiSession
 OPTIONS: dict[str, type | tuple[type, ...]] = {
     **COMMON_OPTIONS, "channel": int, "points": int, "interval_s": float, "format": str, "vi": bool,
 }
-MAX_MALFORMED = 3
 
 
 def sample_times_ns(receipt_ns: int, n: int, interval_s: float) -> np.ndarray:
@@ -67,7 +66,6 @@ class N6705Source:
         self.vi = bool(opts.get("vi", False))
         self.period_s = self.interval_s
         self.ctx: SourceContext | None = None
-        self.malformed_in_row = 0
         #: Acquisitions emitted since creation (for benchmarks).
         self.acquisitions = 0
 
@@ -134,14 +132,9 @@ class N6705Source:
             try:
                 receipt_ns, arrays = self.acquire()
             except MalformedReply as exc:
-                self.malformed_in_row += 1
-                ctx.count_error(self.name, "malformed", f"array reply: {exc}")
-                if self.malformed_in_row >= MAX_MALFORMED:
-                    self.malformed_in_row = 0
-                    raise Disconnected(f"{self.spec.resource}: {MAX_MALFORMED} undecodable replies "
-                                       "in a row; reconnecting to get back in step") from None
+                self.session.malformed(f"array reply: {exc}")
                 continue
-            self.malformed_in_row = 0
+            self.session.decoded()
             self.acquisitions += 1
             power = arrays["power_w"]
             bad = ~np.isfinite(power)

@@ -31,6 +31,9 @@ log = logging.getLogger("hwval.visa")
 
 #: Error-queue reads per drain: a confused instrument must not keep the driver in a loop.
 MAX_QUEUED_ERRORS = 32
+#: Consecutive undecodable replies after which the link is considered out of step: a reply
+#: left half-read in the socket would be taken as the answer to every later query.
+MAX_MALFORMED = 3
 
 #: Options every VISA driver accepts (merged into each driver's own table).
 COMMON_OPTIONS: dict[str, type | tuple[type, ...]] = {
@@ -149,7 +152,9 @@ class ScpiTransport:
                 return bytes(head) + bytes(rest)
             length_text = self._inst.read_bytes(ndigits, break_on_termchar=False)
             length = int(length_text) if length_text.isdigit() else 0
-            payload = self._inst.read_bytes(length + 1, break_on_termchar=False) if length else b""
+            # the block is followed by the LF terminator: read it too (also after an empty
+            # block), or it would be taken as the reply to the next query
+            payload = self._inst.read_bytes(length + 1, break_on_termchar=False)
         except Exception as exc:  # see write(): the link is unusable
             raise self._fail(command, exc) from None
         return bytes(head) + bytes(length_text) + bytes(payload)
@@ -174,6 +179,7 @@ class ScpiSession:
         self.profile: Profile | None = None
         self.ctx: SourceContext | None = None
         self.stream = ""
+        self.malformed_in_row = 0
 
     @property
     def emulated(self) -> bool:
@@ -198,6 +204,22 @@ class ScpiSession:
             raise SourceUnavailable(f"{self.driver}: {self.resource}: {exc}; is this the right "
                                     "instrument and address?") from None
         return self.profile
+
+    def decoded(self) -> None:
+        """A reply was decoded: the link is in step again."""
+        self.malformed_in_row = 0
+
+    def malformed(self, message: str) -> None:
+        """Count an undecodable reply (``malformed``) and return, so the caller skips this
+        reading; after :data:`MAX_MALFORMED` in a row raise :class:`Disconnected`: the
+        recorder reconnects, which is the only way to get back in step on a raw socket."""
+        if self.ctx is not None:
+            self.ctx.count_error(self.stream, "malformed", message)
+        self.malformed_in_row += 1
+        if self.malformed_in_row >= MAX_MALFORMED:
+            self.malformed_in_row = 0
+            raise Disconnected(f"{self.resource}: {MAX_MALFORMED} undecodable replies in a row; "
+                               "reconnecting to get back in step")
 
     def send(self, commands: list[str] | tuple[str, ...]) -> None:
         for command in commands:

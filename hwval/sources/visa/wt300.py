@@ -10,9 +10,15 @@ profile's setup (``*CLS``, ``:STAT:QMES ON``, ``:COMM:HEAD OFF``, ``:COMM:VERB O
 (``:SAMP:RATE``, falling back to ``:RATE``), ranges, integration, the profile's ``after_setup``
 (the UPD transition filter), then ``:STAT:ERR?`` until empty; every SCPI message is recorded.
 
-Reading: polled at a quarter of the update interval. ``:STAT:EESR?`` bit 0 says whether the
-instrument has updated since the last poll; only then ``:NUM:NORM:VAL?`` is read, so each update
-is read once and ``read()`` returns ``{}`` in between. ``power_w`` is the mean over the update
+Reading: polled at a quarter of the update interval. With the transition filter on the falling
+edge of UPD (``:STAT:FILT1 FALL``: UPD is high *while* the numeric data are being updated, so
+its fall means new data are ready; yoko-tool waits on the same edge) ``:STAT:EESR?`` bit 0 says
+whether an update completed since the last poll; only then ``:NUM:NORM:VAL?`` is read, so each
+update is read once and ``read()`` returns ``{}`` in between. One race is left: an update that
+completes between ``:STAT:EESR?`` and ``:NUM:NORM:VAL?`` is read early and flagged again at the
+next poll. A poll that answered 0 after the last read proves the flag is for a newer update;
+without one (the first poll after a read already flagged) the values are read again and kept
+only if the reply differs from the previous one. ``power_w`` is the mean over the update
 interval ending at the update (``window_mean``, ``window_s`` = interval).
 
 Options (besides ``backend``, ``profile``, ``timeout_s``):
@@ -42,7 +48,7 @@ import math
 import time
 from typing import Any, Mapping
 
-from hwval.sources.base import (Disconnected, Key, SourceContext, SourceError, SourceSpec, SourceUnavailable,
+from hwval.sources.base import (Key, SourceContext, SourceError, SourceSpec, SourceUnavailable,
                                 StreamInfo, check_options)
 from hwval.sources.visa.codec import (MalformedReply, format_number, parse_number, parse_numbers,
                                       pick_range, power_uncertainty_w)
@@ -61,8 +67,6 @@ OPTIONS: dict[str, type | tuple[type, ...]] = {
 RANGING_MODES = ("auto", "fixed", "pass")
 #: MLPerf practice: current range at least 1.1 x the largest current seen in the ranging run.
 CURRENT_HEADROOM = 1.1
-#: Consecutive undecodable replies after which the link is considered out of step.
-MAX_MALFORMED = 3
 
 
 class Wt300Source:
@@ -101,8 +105,13 @@ class Wt300Source:
         self.pass_started_ns: int | None = None
         self.pass_max = [0.0, 0.0]
         self.items: list[tuple[str, str]] = []
-        self.last_value_ns = 0
-        self.malformed_in_row = 0
+        #: The last :NUM:NORM:VAL? reply, and whether a poll answered "no new update" since.
+        self.last_reply: str | None = None
+        self.clear_seen = True
+        #: Energy of earlier integrator runs (the instrument lost its integrator across a
+        #: reconnect and was restarted): added so that energy_j stays one cumulative counter.
+        self.energy_carry_j = 0.0
+        self.last_energy_j = 0.0
 
     # -- open ---------------------------------------------------------------------------------
     def open(self, ctx: SourceContext) -> list[StreamInfo]:
@@ -172,7 +181,16 @@ class Wt300Source:
             integrating = session.query(":INTEG:STAT?").strip().upper().startswith("STAR")
         if not integrating:
             self._set_ranges()
-        if self.integrate and not integrating and self.ranging != "pass":
+        if self.integrate and not integrating and self.integ_started_ns is not None:
+            # the instrument lost its integrator while we were away (power cycle, *RST by
+            # someone else): restart it and keep energy_j counting from where it was
+            assert self.ctx is not None
+            self.ctx.event("error", self.name, kind="integration_restarted",
+                           message="the integrator was not running after a reconnect; restarted, "
+                           "energy_j continues from its last value (the time away is not counted)")
+            self.energy_carry_j = self.last_energy_j
+            self._start_integration()
+        elif self.integrate and not integrating and self.ranging != "pass":
             self._start_integration()
         if self.ranging == "pass" and self.ranges is None and self.pass_started_ns is None:
             self.pass_started_ns = time.monotonic_ns()
@@ -181,6 +199,7 @@ class Wt300Source:
         session.send(profile.extra.get("after_setup", ()))
         if profile.update_query:
             session.query(profile.update_query)  # clear UPD so the first update counts as new
+            self.clear_seen, self.last_reply = True, None
         session.surface_errors("setup")
 
     def _set_ranges(self) -> None:
@@ -214,21 +233,24 @@ class Wt300Source:
             try:
                 status = int(parse_number(session.query(profile.update_query)))
             except (MalformedReply, ValueError, OverflowError) as exc:
-                return self._malformed(f"{profile.update_query} reply: {exc}")
+                session.malformed(f"{profile.update_query} reply: {exc}")
+                return {}
             if not status & 1:
+                self.clear_seen = True
                 return {}
-            # An update that lands between the status query and the value query is read early
-            # and flagged again at the next poll; less than half an interval after the last
-            # value it can only be that same update, so it is not read twice.
-            if time.monotonic_ns() - self.last_value_ns < 0.5 * self.update_s * 1e9:
-                return {}
+        reply = session.query(":NUM:NORM:VAL?")
         try:
-            values = parse_numbers(session.query(":NUM:NORM:VAL?"), expected=len(self.items))
+            values = parse_numbers(reply, expected=len(self.items))
         except MalformedReply as exc:
-            return self._malformed(f":NUM:NORM:VAL? reply: {exc}")
+            session.malformed(f":NUM:NORM:VAL? reply: {exc}")
+            return {}
+        session.decoded()
+        if profile.update_query and not self.clear_seen and reply == self.last_reply:
+            # flagged at the first poll after a read and answered the same: the update that
+            # completed between the last status query and value query, already read
+            return {}
+        self.last_reply, self.clear_seen = reply, False
         now = time.monotonic_ns()
-        self.last_value_ns = now
-        self.malformed_in_row = 0
         voltage, current, power = values[:3]
         anomalies = [k for k, v in zip(("voltage", "current", "power"), values[:3]) if not math.isfinite(v)]
         if anomalies:
@@ -251,23 +273,14 @@ class Wt300Source:
             self._ranging_step(voltage, current, now)
         return {self.name: out}
 
-    def _malformed(self, message: str) -> dict:
-        assert self.ctx is not None
-        self.malformed_in_row += 1
-        self.ctx.count_error(self.name, "malformed", message)
-        if self.malformed_in_row >= MAX_MALFORMED:
-            self.malformed_in_row = 0
-            raise Disconnected(f"{self.spec.resource}: {MAX_MALFORMED} undecodable replies in a row; "
-                               "reconnecting to get back in step")
-        return {}
-
     def _energy(self, wh: float) -> float:
         if self.integ_started_ns is None or not math.isfinite(wh):
             return math.nan
         energy_j = wh * 3600.0
         if self.energy_origin_j is None:
             self.energy_origin_j = energy_j
-        return energy_j - self.energy_origin_j
+        self.last_energy_j = self.energy_carry_j + energy_j - self.energy_origin_j
+        return self.last_energy_j
 
     def _ranges_in_use(self) -> tuple[float, float]:
         if self.ranges is not None:
@@ -333,6 +346,8 @@ class Wt300Source:
             return
         wh = values[3]
         self.ctx.event("integration", self.name, energy_j=wh * 3600.0, energy_wh=wh,
+                       # energy of integrator runs lost to a restart (0 when it ran throughout)
+                       earlier_runs_j=self.energy_carry_j,
                        started_ns=self.integ_started_ns, stopped_ns=stopped_ns,
                        # the commands took effect within these host-time half-widths
                        time_uncertainty_s=(self.integ_start_halfwidth_ns + stop_halfwidth_ns) / 1e9,
