@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,13 +42,23 @@ def capture(spec: str, out_path: str, duration_s: float, bench: Bench, stream: s
         return Captured(0, proc.stderr, t_bench, data, counts, events, dict(s.attrs))
 
 
-def near_step(bench: Bench, model: MeterModel, t_s: np.ndarray, margin_s: float) -> np.ndarray:
-    """True for samples whose meter window touches a step edge (receipt jitter could move
-    them across it): they are excluded from exact comparisons."""
+#: Upper bound on the time from an emulator computing a reading to the capture stamping its
+#: receipt (pty transfer plus two threads being scheduled). Sub-millisecond on an idle machine;
+#: a loaded 2-core CI runner can hold a thread back for tens of milliseconds. Emission always
+#: precedes receipt, so the instant a reading describes lies in [t - MAX_RECEIPT_DELAY_S, t].
+MAX_RECEIPT_DELAY_S = 0.25
+
+
+def near_step(bench: Bench, model: MeterModel, t_s: np.ndarray,
+              max_delay_s: float = MAX_RECEIPT_DELAY_S) -> np.ndarray:
+    """True for samples whose reading may average across a step edge: the meter computed the
+    value at some instant in ``[t - max_delay_s, t]`` (before its receipt ``t``) over the window
+    ``[instant - latency_s - window_s, instant - latency_s]``. Elsewhere the value is a plateau
+    level however late it was received, so exact comparisons are made on the others only."""
     edges = np.cumsum([d for _, d in bench.profile.segments])
     cycle = bench.profile.cycle_s
-    lo = t_s - model.latency_s - model.window_s - margin_s
-    hi = t_s - model.latency_s + margin_s
+    lo = t_s - max_delay_s - model.latency_s - model.window_s
+    hi = t_s - model.latency_s
     out = np.zeros(len(t_s), dtype=bool)
     for k in range(int(np.floor(lo.min() / cycle)) - 1, int(np.ceil(hi.max() / cycle)) + 1):
         for e in np.concatenate([[0.0], edges]) + k * cycle:
@@ -57,6 +68,30 @@ def near_step(bench: Bench, model: MeterModel, t_s: np.ndarray, margin_s: float)
 
 def expected_power_w(bench: Bench, model: MeterModel, t_s: np.ndarray) -> np.ndarray:
     return np.array([model.true_mean_w(bench.profile, t) for t in t_s])
+
+
+class RecordingBench(Bench):
+    """A bench that remembers every reading an emulator took from it, with the bench time it
+    was computed for: :meth:`computed_before` finds the reading behind a captured sample, so a
+    test can compare it with the truth at the instant the meter measured (exactly), instead of
+    at the instant the capture received it (off by the receipt delay times the slope)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.readings: list[tuple[float, float]] = []  # (bench s, value W)
+
+    def read(self, model: MeterModel, t_ns: int | None = None) -> float:
+        t_ns = time.monotonic_ns() if t_ns is None else t_ns
+        value = super().read(model, t_ns)
+        self.readings.append((self.t_s(t_ns), value))
+        return value
+
+    def computed_before(self, t_s: float) -> tuple[float, float]:
+        """``(bench time, value)`` of the last reading computed at or before ``t_s``."""
+        earlier = [r for r in self.readings if r[0] <= t_s]
+        if not earlier:
+            raise AssertionError(f"no reading was computed before bench time {t_s:.3f} s")
+        return max(earlier)
 
 
 def event_names(c: Captured) -> list[str]:

@@ -50,7 +50,7 @@ def test_dry_run_with_hwval_emulate_matches_truth_through_a_counter_wrap(tmp_pat
     assert len(t) >= 25
     # away from the steps every frame is the level within the chip's 1 us Pcycle quantum;
     # frames whose window touches a step lie between the two levels
-    flat = ~near_step(bench, MODEL, t, margin_s=0.15)
+    flat = ~near_step(bench, MODEL, t)
     assert flat.sum() >= 10
     level = bench.profile.power_w(t[flat])
     assert np.all(np.abs(power[flat] - level) <= level ** 2 / P_PARAM + 1e-9)

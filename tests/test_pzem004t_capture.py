@@ -17,10 +17,11 @@ from hwval.emulators.pty import FaultPlan
 from hwval.emulators.pzem004t import Pzem004tEmulator
 from hwval.sources.base import SourceSpec, TransientError
 from hwval.sources.serial.pzem004t import create
-from serial_e2e import capture, event_names
+from serial_e2e import MAX_RECEIPT_DELAY_S, capture, event_names
 
 MODEL = MeterModel(window_s=1.0, quantum_w=0.1)
 UPDATE_S = 0.5
+assert MAX_RECEIPT_DELAY_S < UPDATE_S  # a reply can then only be one refresh old
 
 
 def registers_power_w(bench: Bench, t_s: float) -> float:
@@ -38,9 +39,10 @@ def test_capture_matches_the_true_profile_within_the_quantum(tmp_path):
     assert c.returncode == 0, c.stderr
     assert len(c.bench_t_s) >= 12
     power = c.data["power_w"]
-    # the reply left the emulator shortly before receipt: allow the previous refresh too
+    # the reply left the emulator before its receipt (at most MAX_RECEIPT_DELAY_S before, less
+    # than one refresh period), so it holds this refresh or the previous one
     for t, p in zip(c.bench_t_s, power):
-        candidates = [registers_power_w(bench, t - d) for d in (0.0, 0.05)]
+        candidates = [registers_power_w(bench, t - d) for d in (0.0, MAX_RECEIPT_DELAY_S)]
         assert min(abs(p - q) for q in candidates) <= 0.05 + 1e-9, (t, p, candidates)
     assert np.allclose(c.data["voltage_v"], 230.0) and np.allclose(c.data["frequency_hz"], 50.0)
     energy = c.data["energy_j"]

@@ -3,6 +3,7 @@ silence watch behind "wrong baud rate?"."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import stat
 
@@ -10,7 +11,7 @@ import pytest
 
 from hwval.emulators.bench import Bench, MeterModel, PowerProfile
 from hwval.emulators.pty import PtyEmulator
-from hwval.sources.base import Disconnected, SourceUnavailable
+from hwval.sources.base import Disconnected, SourceSpec, SourceUnavailable
 from hwval.sources.serial.port import (
     SilenceWatch, close_quietly, line_settings, open_serial, read_available, write_all,
 )
@@ -149,3 +150,19 @@ def test_silence_watch_reports_once_per_timeout():
     message = SilenceWatch.message("/dev/ttyUSB0", 5.0, line_settings(4800, 8, "E", 1))
     assert message == ("wrong baud rate? nothing parseable on /dev/ttyUSB0 for 5.0 s "
                        "(expected 4800 8E1); check the meter's serial settings and wiring")
+
+
+@pytest.mark.parametrize("driver, option, value", [
+    ("tasmota", "reply_timeout_s", 0.0), ("tasmota", "silence_s", -1.0),
+    ("esphome", "stale_s", 0.0), ("esphome", "group_s", -0.05),
+    ("wattsup", "stale_s", -2.0), ("wattsup", "silence_s", 0.0),
+    ("pzem004t", "timeout_s", 0.0), ("pzem004t", "silence_s", -5.0),
+    ("cse7766", "open_timeout_s", 0.0), ("cse7766", "power_gain", -1.0),
+])
+def test_timing_and_scale_options_must_be_positive(driver, option, value):
+    # a zero timeout would make the device loop spin or report every reading as a gap
+    create = importlib.import_module(f"hwval.sources.serial.{driver}").create
+    with pytest.raises(ValueError, match=rf"^{driver}: option '{option}' must be > 0, got {value}$"):
+        create(SourceSpec(driver, "/dev/null", "wall", options={option: value}))
+    with pytest.raises(ValueError, match=rf"^{driver}: option 'period_s' must be > 0, got 0.0$"):
+        create(SourceSpec(driver, "/dev/null", "wall", period_s=0.0))

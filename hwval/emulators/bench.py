@@ -159,6 +159,13 @@ class MeterModel:
         end = t_meter - self.latency_s
         return profile.mean_w(end - self.window_s, end)
 
+    def metered_energy_j(self, profile: PowerProfile, t0_s: float, t1_s: float) -> float:
+        """Energy an integrating meter counts over bench ``[t0_s, t1_s]``: the exact true energy
+        through the gain, plus the offset over the elapsed time. Noise and quantisation average
+        out in an energy counter, so they do not apply; emulators use this for every energy
+        register so a meter with a gain error reports energy consistent with its power."""
+        return self.gain * profile.energy_j(t0_s, t1_s) + self.offset_w * (t1_s - t0_s)
+
     def reading_w(self, profile: PowerProfile, t_s: float, rng: random.Random | None = None) -> float:
         value = self.gain * self.true_mean_w(profile, t_s) + self.offset_w
         if self.noise_w and rng is not None:

@@ -62,12 +62,6 @@ class Cse7766Emulator(PtyEmulator):
         self._last_p_update_s: float | None = None
         self._p_cycle = codec.MAX_24BIT
 
-    def metered_energy_j(self, t_s: float) -> float:
-        """Energy the chip has counted from bench time 0 to ``t_s`` (gain and offset of the
-        meter model applied; noise averages out in a pulse counter)."""
-        m = self.model
-        return m.gain * self.bench.profile.energy_j(0.0, t_s) + m.offset_w * t_s
-
     def frame_at(self, t_s: float) -> codec.Frame:
         """The frame the chip sends at bench time ``t_s`` (advances the P-update state)."""
         v_param, i_param, p_param = self.coefficients
@@ -91,7 +85,7 @@ class Cse7766Emulator(PtyEmulator):
                 adj |= codec.ADJ_P_VALID
                 self._p_cycle = codec.cycle_for(p_param, power_w)
                 self._last_p_update_s = t_s
-        pulses = self.cf_start + int(math.floor(max(self.metered_energy_j(t_s), 0.0) / (p_param * 1e-6)))
+        pulses = self.cf_start + int(math.floor(max(self.metered_energy_j(0.0, t_s), 0.0) / (p_param * 1e-6)))
         if pulses > 0xFFFF:
             adj |= codec.ADJ_CF_OVERFLOW
         empty = self.uncalibrated  # an uncalibrated chip has no parameters to send

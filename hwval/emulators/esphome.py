@@ -3,7 +3,8 @@
 Every ``--interval-s`` it prints the states a cse7766 frame publishes, in the component's order
 (voltage, current, power, energy), as ANSI-coloured DEBUG lines exactly as the logger formats
 them, plus occasional other lines (wifi signal, an info message) a driver must skip. Power comes
-from the bench model; the energy sensor accumulates the true bench energy in Wh.
+from the bench model; the energy sensor accumulates the metered bench energy (exact integral, model gain and
+offset applied) in Wh.
 See :mod:`hwval.sources.serial.esphome_codec` for the facts and sources.
 """
 
@@ -44,7 +45,7 @@ class EspHomeEmulator(PtyEmulator):
     def tick(self) -> None:
         self.ticks += 1
         power_w = self.bench.read(self.model)
-        energy_wh = self.bench.profile.energy_j(0.0, self.bench.t_s()) / 3600.0
+        energy_wh = self.metered_energy_j(0.0, self.bench.t_s()) / 3600.0
         self._state("voltage", self.bench.voltage_v, "V", 1)
         self._state("current", self.bench.current_a(power_w), "A", 2)
         if self.power_unit == "kW":

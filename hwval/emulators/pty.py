@@ -175,8 +175,10 @@ class PtyEmulator:
         """Periodic output (every ``tick_period_s``)."""
 
     def corrupt(self, frame: bytes) -> bytes:
-        """The frame with a protocol-level error (wrong checksum); protocols override."""
-        raise NotImplementedError
+        """The frame with a protocol-level error. Default: the last byte inverted, which is
+        where checksummed binary frames keep their check; text protocols override it to damage
+        the payload instead."""
+        return frame[:-1] + bytes([frame[-1] ^ 0xFF]) if frame else frame
 
     def garbage(self) -> bytes:
         """Random bytes inserted between frames."""
@@ -187,6 +189,12 @@ class PtyEmulator:
         if len(frame) < 2:
             return b""
         return frame[: self.rng.randint(1, len(frame) - 1)]
+
+    # ---- what the meter measures ------------------------------------------------------------
+    def metered_energy_j(self, t0_s: float, t1_s: float) -> float:
+        """Energy the meter counts over bench ``[t0_s, t1_s]`` (see
+        :meth:`MeterModel.metered_energy_j`); every serial emulator's energy register uses it."""
+        return self.model.metered_energy_j(self.bench.profile, t0_s, t1_s)
 
     # ---- output ---------------------------------------------------------------------------
     def send_frame(self, frame: bytes, corrupt: Callable[[bytes], bytes] | None = None) -> None:

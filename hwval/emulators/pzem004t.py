@@ -66,12 +66,6 @@ class Pzem004tEmulator(PtyEmulator):
         self._snapshot: tuple[int, ...] = ()
 
     # ------------------------------------------------------------------------------ registers
-    def metered_energy_j(self, t0_s: float, t1_s: float) -> float:
-        """Energy the module counts over bench ``[t0_s, t1_s]``: the true energy through the
-        meter model's gain and offset (noise and quantisation average out in a counter)."""
-        m = self.model
-        return m.gain * self.bench.profile.energy_j(t0_s, t1_s) + m.offset_w * (t1_s - t0_s)
-
     def registers_at(self, t_s: float) -> tuple[int, ...]:
         """The input registers as served at bench time ``t_s`` (from the last refresh)."""
         k = math.floor(t_s / self.update_s)

@@ -6,8 +6,8 @@ above 0x7F discards the buffer; every command is echoed ``CMD: <text>``; answers
 ``HH:MM:SS.mmm RSL: STATUS10 = {...}`` (``--mqtt`` selects the MQT/RSL topic forms).
 
 Power comes from the bench model rounded to WattRes decimals (default 0: integer watts);
-``Total`` accumulates the *true* energy of the bench profile from a starting value and is shown
-at EnergyRes decimals (default 3). Supported commands: ``Status [0|2|8|10]``, ``WattRes``,
+``Total`` accumulates the metered energy (the bench's exact integral through the model's gain
+and offset) from a starting value and is shown at EnergyRes decimals (default 3). Supported commands: ``Status [0|2|8|10]``, ``WattRes``,
 ``VoltRes``, ``AmpRes``, ``EnergyRes``, ``FreqRes`` (query or set), ``TelePeriod`` (query, set
 10..3600, or no argument = publish now), ``SerialLog``; anything else answers
 ``{"Command":"Unknown"}``.
@@ -142,7 +142,7 @@ class TasmotaEmulator(PtyEmulator):
 
     def publish_sensor(self) -> None:
         """What ``TelePeriod`` (and the telemetry timer) publishes: ``tele/<topic>/SENSOR``."""
-        energy_j = self.bench.profile.energy_j(0.0, self.bench.t_s())
+        energy_j = self.metered_energy_j(0.0, self.bench.t_s())
         period_wh = (energy_j - self._last_tele_energy_j) / 3600.0
         self._last_tele_energy_j = energy_j
         body = self.energy_json(True, period_wh=period_wh)
@@ -159,7 +159,7 @@ class TasmotaEmulator(PtyEmulator):
         apparent = [p / pf for p in w]
         reactive = [math.sqrt(max(s * s - p * p, 0.0)) for p, s in zip(w, apparent)]
         current = [p / (voltage_v * pf) for p in w]
-        energy_j = self.bench.profile.energy_j(0.0, self.bench.t_s())
+        energy_j = self.metered_energy_j(0.0, self.bench.t_s())
         total_kwh = self.total_start_kwh + energy_j / codec.J_PER_KWH
         one = self.channels == 1
         values = {

@@ -4,7 +4,8 @@ Answers ``#V,R,0;`` (version), ``#H,R,0;`` (record header), ``#L,W,3,E,<r>,<inte
 (start external logging: a ``#d`` record every interval), ``#R,W,0;`` (clear memory: WH back
 to 0) and Ctrl-X (abort logging); prints its banner at power-on and after a re-plug. Records
 use the meter's scaling (W, V, WH in tenths, A in thousandths, PF in percent); W is the bench
-model over the interval, WH the true bench energy since power-on or the last clear. A US meter:
+model over the interval, WH the metered bench energy (exact integral, model gain and offset
+applied) since power-on or the last clear. A US meter:
 120 V, 60 Hz. Facts and sources: :mod:`hwval.sources.serial.wattsup_codec`.
 """
 
@@ -78,12 +79,16 @@ class WattsUpEmulator(PtyEmulator):
             self._energy_origin_s = self.bench.t_s()
 
     def tick(self) -> None:
-        if self.interval_s is None or time.monotonic() < self._next_record:
+        now = time.monotonic()
+        if self.interval_s is None or now < self._next_record:
             return
-        self._next_record += self.interval_s
+        # the meter's interval timer keeps running through a stall: records it could not send
+        # are lost, not sent in a burst afterwards
+        while self._next_record <= now:
+            self._next_record += self.interval_s
         power_w = self.bench.read(self.model)
         pf = self.bench.power_factor
-        energy_wh = self.bench.profile.energy_j(self._energy_origin_s, self.bench.t_s()) / 3600.0
+        energy_wh = self.metered_energy_j(self._energy_origin_s, self.bench.t_s()) / 3600.0
         self.send_frame(codec.encode_record(
             power_w, LINE_VOLTAGE_V, power_w / (LINE_VOLTAGE_V * pf), energy_wh, pf,
             LINE_FREQUENCY_HZ, power_w / pf) + b"\r\n")

@@ -234,8 +234,7 @@ class Wt300(Instrument):
     # -- integration -----------------------------------------------------------------------
     def _measured_energy_j(self, t0_s: float, t1_s: float) -> float:
         """The integrator sums measured power: gain and offset apply, noise averages out."""
-        true_j = self.bench.profile.energy_j(t0_s, t1_s)
-        return self.model.gain * true_j + self.model.offset_w * (t1_s - t0_s)
+        return self.model.metered_energy_j(self.bench.profile, t0_s, t1_s)
 
     def _integ_start(self, args: list[str], suffixes: list[int], query: bool) -> None:
         if self.integ_state == "START":

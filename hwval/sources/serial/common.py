@@ -1,5 +1,5 @@
-"""Small pieces every serial device loop needs: a meter's energy counter made relative and
-reset-proof, and recognising an emulator's pty link."""
+"""Small pieces every serial device loop needs: checking timing options, a meter's energy
+counter made relative and reset-proof, and recognising an emulator's pty link."""
 
 from __future__ import annotations
 
@@ -13,6 +13,18 @@ def is_emulated(resource: str) -> bool:
     """True when ``resource`` is a pty link made by an hwval emulator (recorded as
     ``emulated`` in the run file so a dry run is never mistaken for a measurement)."""
     return os.path.basename(os.path.dirname(resource)).startswith(EMULATOR_DIR_PREFIX)
+
+
+def require_positive(driver: str, **values: float | None) -> None:
+    """Refuse a timing or scale option that is not > 0 (``None``: left to the driver's default).
+
+    A zero or negative timeout, period or gain would not fail loudly later: the device loop
+    would spin on instant timeouts or report every reading as a gap. So the spec is refused
+    at once, naming the driver and the option.
+    """
+    for name, value in values.items():
+        if value is not None and not value > 0:
+            raise ValueError(f"{driver}: option {name!r} must be > 0, got {value}")
 
 
 class RelativeEnergy:

@@ -43,23 +43,13 @@ import time
 from typing import Any, Mapping
 
 from hwval.sources.base import (
-    Key,
-    SourceContext,
-    SourceSpec,
-    SourceUnavailable,
-    StreamInfo,
-    TransientError,
-    check_options,
+    Key, SourceContext, SourceSpec, SourceUnavailable, StreamInfo, TransientError, check_options,
 )
 from hwval.sources.serial import cse7766_codec as codec
-from hwval.sources.serial.common import is_emulated
+from hwval.sources.serial.common import is_emulated, require_positive
 from hwval.sources.serial.framing import FrameScanner
 from hwval.sources.serial.port import (
-    SilenceWatch,
-    close_quietly,
-    line_settings,
-    open_serial,
-    read_available,
+    SilenceWatch, close_quietly, line_settings, open_serial, read_available,
 )
 
 DRIVER = "cse7766"
@@ -91,10 +81,10 @@ class Cse7766Source:
         self.silence_s = options.get("silence_s", 3.0)
         self.open_timeout_s = options.get("open_timeout_s", 2.0)
         self.baudrate = options.get("baudrate", 4800)
-        for name in ("voltage_gain", "current_gain", "power_gain", "max_power_w", "silence_s",
-                     "open_timeout_s"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{DRIVER}: {name} must be > 0, got {getattr(self, name)}")
+        require_positive(DRIVER, period_s=self.period_s, voltage_gain=self.voltage_gain,
+                         current_gain=self.current_gain, power_gain=self.power_gain,
+                         max_power_w=self.max_power_w, silence_s=self.silence_s,
+                         open_timeout_s=self.open_timeout_s)
         if self.zero_after_invalid < 1:
             raise ValueError(f"{DRIVER}: zero_after_invalid must be >= 1, got {self.zero_after_invalid}")
         self.settings = line_settings(self.baudrate, 8, "E", 1)

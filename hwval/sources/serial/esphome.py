@@ -32,7 +32,7 @@ from hwval.sources.base import (
     Key, SourceContext, SourceSpec, StreamInfo, TransientError, check_options,
 )
 from hwval.sources.serial import esphome_codec as codec
-from hwval.sources.serial.common import RelativeEnergy, is_emulated
+from hwval.sources.serial.common import RelativeEnergy, is_emulated, require_positive
 from hwval.sources.serial.framing import LineBuffer
 from hwval.sources.serial.port import (
     SilenceWatch, close_quietly, line_settings, open_serial, read_available,
@@ -70,6 +70,8 @@ class EspHomeSource:
                 if sensor in self.sensors:
                     raise ValueError(f"esphome: sensor name {sensor!r} given for two options")
                 self.sensors[sensor] = (key, si_unit)
+        require_positive("esphome", period_s=spec.period_s, silence_s=opts.get("silence_s"),
+                         stale_s=opts.get("stale_s"), group_s=opts.get("group_s"))
         self.group_ns = int(opts.get("group_s", 0.05) * 1e9)
         self.silence = SilenceWatch(opts.get("silence_s", 5.0))
         self.stale_s = opts.get("stale_s", 5.0)

@@ -38,25 +38,14 @@ from typing import Any, Mapping
 import serial
 
 from hwval.sources.base import (
-    Disconnected,
-    Key,
-    SourceContext,
-    SourceSpec,
-    SourceUnavailable,
-    StreamInfo,
-    TransientError,
+    Disconnected, Key, SourceContext, SourceSpec, SourceUnavailable, StreamInfo, TransientError,
     check_options,
 )
 from hwval.sources.serial import pzem004t_codec as codec
-from hwval.sources.serial.common import RelativeEnergy, is_emulated
+from hwval.sources.serial.common import RelativeEnergy, is_emulated, require_positive
 from hwval.sources.serial.framing import FrameScanner
 from hwval.sources.serial.port import (
-    SilenceWatch,
-    close_quietly,
-    line_settings,
-    open_serial,
-    read_available,
-    write_all,
+    SilenceWatch, close_quietly, line_settings, open_serial, read_available, write_all,
 )
 
 DRIVER = "pzem004t"
@@ -88,16 +77,14 @@ class Pzem004tSource:
         self.resource = spec.resource
         self.stream = spec.name
         self.period_s = spec.period_s if spec.period_s is not None else DEFAULT_PERIOD_S
-        if not self.period_s > 0:
-            raise ValueError(f"{DRIVER}: period_s must be > 0 s, got {self.period_s}")
         self.address = codec.check_address(options.get("address", 1))
         self.reset_energy = options.get("reset_energy", False)
         self.timeout_s = options.get("timeout_s", 0.5)
         self.retries = options.get("retries", 1)
         self.baudrate = options.get("baudrate", 9600)
         self.silence_s = options.get("silence_s", 5.0)
-        if not self.timeout_s > 0:
-            raise ValueError(f"{DRIVER}: timeout_s must be > 0 s, got {self.timeout_s}")
+        require_positive(DRIVER, period_s=self.period_s, timeout_s=self.timeout_s,
+                         silence_s=self.silence_s)
         if self.retries < 0:
             raise ValueError(f"{DRIVER}: retries must be >= 0, got {self.retries}")
         self.settings = line_settings(self.baudrate)

@@ -17,6 +17,8 @@ Options:
     reply_timeout_s (float) : how long a poll waits for its answer (default min(1, 0.8 period)).
     silence_s (float) : after this long without a parseable line, count a ``silence`` error
         ("wrong baud rate?"); default 5 s (poll) or 3 telemetry periods (sensor).
+    stale_s (float, 2.5 telemetry periods) : ``mode=sensor`` only: no SENSOR message for this
+        long is a gap (``TransientError``), as a failed poll is in ``poll`` mode.
 
 Records ``power_w`` (W, the chip's short average: ``window_mean`` of unknown window),
 ``voltage_v``, ``current_a``, ``power_factor``, ``apparent_power_va``, ``reactive_power_var``,
@@ -36,14 +38,14 @@ from hwval.sources.base import (
     Key, SourceContext, SourceSpec, StreamInfo, TransientError, check_options,
 )
 from hwval.sources.serial import tasmota_codec as codec
-from hwval.sources.serial.common import RelativeEnergy, is_emulated
+from hwval.sources.serial.common import RelativeEnergy, is_emulated, require_positive
 from hwval.sources.serial.framing import LineBuffer
 from hwval.sources.serial.port import (
     SilenceWatch, bytes_waiting, close_quietly, line_settings, open_serial, read_available, write_all,
 )
 
 OPTIONS = {"baudrate": int, "command": str, "mode": str, "channel": int,
-           "reply_timeout_s": float, "silence_s": float}
+           "reply_timeout_s": float, "silence_s": float, "stale_s": float}
 COMMANDS = {"status10": ("Status 10", "STATUS10"), "status8": ("Status 8", "STATUS8")}
 #: keys always declared; others are declared when the plug's first answer has them
 BASE_KEYS = ("power_w", "voltage_v", "current_a", "power_factor")
@@ -77,12 +79,20 @@ class TasmotaSource:
             raise ValueError(f"tasmota: option 'mode' must be poll or sensor, got {listen!r}")
         self.listen_sensor = listen == "sensor"
         self.mode = "streaming" if self.listen_sensor else "polled"
-        self.period_s = spec.period_s or (10.0 if self.listen_sensor else 1.0)
-        if self.period_s <= 0:
-            raise ValueError(f"tasmota: period_s must be > 0, got {self.period_s}")
+        self.period_s = (spec.period_s if spec.period_s is not None
+                         else 10.0 if self.listen_sensor else 1.0)
         self.channel = opts.get("channel", 0)
         if self.channel < 0:
             raise ValueError(f"tasmota: option 'channel' must be >= 0 (0 = all), got {self.channel}")
+        require_positive("tasmota", period_s=self.period_s,
+                         reply_timeout_s=opts.get("reply_timeout_s"),
+                         silence_s=opts.get("silence_s"), stale_s=opts.get("stale_s"))
+        if "stale_s" in opts and not self.listen_sensor:
+            raise ValueError("tasmota: option 'stale_s' applies to mode=sensor only (in poll "
+                             "mode every unanswered poll is already a gap)")
+        # a missed telemetry message is late by a whole period: wait for 2.5 of them
+        self.stale_s = opts.get("stale_s", 2.5 * self.period_s)
+        self._last_sensor_s = 0.0
         self.reply_timeout_s = opts.get("reply_timeout_s", min(1.0, 0.8 * self.period_s))
         default_silence = 3 * self.period_s if self.listen_sensor else 5.0
         self.silence = SilenceWatch(opts.get("silence_s", default_silence))
@@ -99,6 +109,7 @@ class TasmotaSource:
         self.port = open_serial(self.resource, baudrate=self.baudrate, timeout_s=0.05)
         self.lines.clear()
         self.silence.reset()
+        self._last_sensor_s = time.monotonic()
         identity: dict[str, Any] = {"port": self.resource, "settings": self.settings}
         notes: list[str] = []
         fw = self._query("Status 2", lambda m: m.name == "STATUS2")
@@ -204,8 +215,14 @@ class TasmotaSource:
                     continue  # a SENSOR message of other sensors (temperature...) only
                 values = self._decode(energy)
                 if values is not None:
+                    self._last_sensor_s = time.monotonic()
                     ctx.emit(self.name, self._finish(values), t_ns=t_ns)
             self._check_silence()
+            waited = time.monotonic() - self._last_sensor_s
+            if waited > self.stale_s:
+                self._last_sensor_s = time.monotonic()  # the next gap report after stale_s more
+                raise TransientError(f"no SENSOR telemetry from {self.resource} for "
+                                     f"{waited:.1f} s (TelePeriod {self.period_s:g} s expected)")
 
     # ---- shared ---------------------------------------------------------------------------
     def _message(self, line: bytes) -> codec.Message | None:

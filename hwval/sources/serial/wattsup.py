@@ -4,7 +4,8 @@ Spec: ``wattsup:/dev/ttyUSB0?interval_s=1``
 
 Options:
     baudrate (int, 115200) : line speed (the meter's fixed 115200 8N1).
-    interval_s (int, 1) : logging interval sent in ``#L,W,3,E,,<interval>;`` (whole seconds).
+    interval_s (int, ``period_s`` or 1) : logging interval sent in ``#L,W,3,E,,<interval>;``
+        (whole seconds).
     silence_s (float, 5) : after this long without a parseable packet, count a ``silence``
         error ("wrong baud rate?").
     stale_s (float, 3 intervals, at least 2 s) : no record for this long is a gap
@@ -27,7 +28,7 @@ from hwval.sources.base import (
     Key, SourceContext, SourceSpec, StreamInfo, TransientError, check_options,
 )
 from hwval.sources.serial import wattsup_codec as codec
-from hwval.sources.serial.common import RelativeEnergy, is_emulated
+from hwval.sources.serial.common import RelativeEnergy, is_emulated, require_positive
 from hwval.sources.serial.port import (
     SilenceWatch, close_quietly, line_settings, open_serial, read_available, write_all,
 )
@@ -44,7 +45,17 @@ class WattsUpSource:
         opts = check_options(spec, OPTIONS)
         self.name, self.resource = spec.name, spec.resource
         self.baudrate = opts.get("baudrate", 115200)
-        self.interval_s = opts.get("interval_s", 1)
+        require_positive("wattsup", period_s=spec.period_s, silence_s=opts.get("silence_s"),
+                         stale_s=opts.get("stale_s"))
+        # the meter logs in whole seconds: a configured period_s is the logging interval unless
+        # interval_s says otherwise (never silently ignored)
+        default_interval = 1
+        if spec.period_s is not None:
+            if not float(spec.period_s).is_integer():
+                raise ValueError(f"wattsup: period_s must be whole seconds (the meter logs at "
+                                 f"1 s steps), got {spec.period_s}")
+            default_interval = int(spec.period_s)
+        self.interval_s = opts.get("interval_s", default_interval)
         if self.interval_s < 1:
             raise ValueError(f"wattsup: option 'interval_s' must be a whole number >= 1, "
                              f"got {self.interval_s}")
