@@ -148,13 +148,17 @@ def info(run_path, as_json):
     import json as _json
 
     from hwval.run_info import format_summary, summarize
-    from hwval.store import RunFileError, open_run
+    from hwval.store import RunFileError, open_run, recover_hint_for
 
     try:
         with open_run(run_path) as run:
             summary = summarize(run)
     except RunFileError as exc:
         fail(str(exc))
+    except (OSError, KeyError) as exc:
+        # The file opened but a dataset cannot be read: a capture killed in the middle of an
+        # HDF5 write can leave that; the journal (when there) still has everything.
+        fail(f"{run_path}: damaged run file ({type(exc).__name__}: {exc}){recover_hint_for(run_path)}")
     if as_json:
         click.echo(_json.dumps(summary, indent=2))
     else:
@@ -172,12 +176,14 @@ def recover(run_path):
     Example:
       hwval recover runs/20261127-101500.h5 && hwval info runs/20261127-101500.h5
     """
-    from hwval.capture.journal import journal_path, recover as do_recover
+    from hwval.capture.journal import JournalInUse, journal_path, recover as do_recover
 
     if not journal_path(run_path).exists():
         fail(f"{run_path}: no crash journal ({journal_path(run_path)}) to recover from")
     try:
         summary = do_recover(run_path)
+    except JournalInUse as exc:
+        fail(str(exc))
     except (OSError, ValueError) as exc:
         fail(f"{run_path}: recovery failed: {exc}")
     click.echo(f"recovered {run_path}: {summary['streams']} streams, {summary['samples']} samples, "

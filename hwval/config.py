@@ -80,6 +80,8 @@ def load_config(path: str | Path, known_drivers: Iterable[str] | None = None) ->
         raise ConfigError(f"{where}: not valid TOML: {exc}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{where}: not a UTF-8 text file") from None
+    except OSError as exc:  # a directory, an unreadable device...: the OS's own words
+        raise ConfigError(f"{where}: cannot read config file ({exc.strerror or exc}); pass a TOML file with -c") from None
     return config_from_dict(raw, where, known_drivers)
 
 

@@ -58,6 +58,10 @@ def summarize(run: RunFile) -> dict:
         hint = (f"run `hwval recover {run.path}` to rebuild it from {run.journal}" if run.journal
                 else "it holds what was flushed before the capture stopped")
         summary["warnings"].append(f"capture did not finish cleanly (complete=false); {hint}")
+    elif run.journal:
+        # Killed between finishing the file and removing the journal: the file has everything.
+        summary["warnings"].append(f"the run is complete; its leftover crash journal {run.journal} "
+                                   "is not needed and can be deleted")
     return summary
 
 

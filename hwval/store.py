@@ -16,7 +16,7 @@ from typing import Any, Iterator
 import h5py
 import numpy as np
 
-from hwval.capture.journal import journal_path
+from hwval.capture.journal import journal_in_use, journal_path
 from hwval.schema import SCHEMA_NAME, SCHEMA_VERSION
 
 
@@ -146,9 +146,10 @@ def open_run(path: str | os.PathLike, mode: str = "r") -> RunFile:
     not HDF5 or not a hwval run, a newer schema, or a damaged file with a journal to recover.
     """
     path = Path(path)
-    recover_hint = ""
-    if journal_path(path).exists():
-        recover_hint = f"; a crash journal exists: run `hwval recover {path}` to rebuild it"
+    if journal_in_use(path):
+        # HDF5 locks a file open for writing, and a journal names recovery: say what is going on.
+        raise RunFileError(f"{path}: a capture is still writing this run; wait until it finishes")
+    recover_hint = recover_hint_for(path)
     if not path.exists():
         if recover_hint:
             raise RunFileError(f"{path}: run file missing{recover_hint}")
@@ -167,11 +168,22 @@ def open_run(path: str | os.PathLike, mode: str = "r") -> RunFile:
         raise RunFileError(f"{path}: HDF5 file but not a hwval run (root attribute schema={schema!r}, "
                            f"expected {SCHEMA_NAME!r})")
     version = _plain(f.attrs.get("schema_version"))
-    if not isinstance(version, int) or version > SCHEMA_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        f.close()
+        raise RunFileError(f"{path}: hwval run without a valid schema_version attribute ({version!r}); "
+                           "the file was damaged or written by another tool")
+    if version > SCHEMA_VERSION:
         f.close()
         raise RunFileError(f"{path}: written with run-file schema version {version}, newer than this "
                            f"hwval reads ({SCHEMA_VERSION}); upgrade hwval (pip install -U hwval)")
     return RunFile(path, f)
+
+
+def recover_hint_for(path: str | os.PathLike) -> str:
+    """``"; a crash journal exists: run ..."`` when a killed capture left a journal, else ``""``."""
+    if journal_path(path).exists():
+        return f"; a crash journal exists: run `hwval recover {path}` to rebuild it"
+    return ""
 
 
 def _short(exc: OSError) -> str:

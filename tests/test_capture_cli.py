@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 
@@ -44,8 +43,9 @@ def test_command_marks_and_exit_code_propagate(tmp_path):
         marks = [e for e in run.events if e.name == "mark"]
         assert [m.detail["mark"] for m in marks] == ["setup", "epoch"]
         assert marks[1].detail["epoch"] == 1 and marks[1].detail["loss"] == 0.5
-        # the marks sit 0.3 s apart on the capture's timebase (caller's monotonic clock)
-        assert 0.25 < marks[1].t - marks[0].t < 0.6
+        # the marks sit at least the workload's 0.3 s sleep apart (stamped by the caller's
+        # monotonic clock, which sleep never undercuts); the upper bound only catches nonsense
+        assert 0.3 <= marks[1].t - marks[0].t < 3.0
         end = run.events[-1]
         assert end.detail["exit_code"] == 3
         syn = run.stream("syn")
@@ -69,8 +69,15 @@ def test_info_text_and_json(tmp_path):
     summary = json.loads(js.stdout)
     (stream,) = summary["streams"]
     assert stream["name"] == "syn" and stream["driver"] == "synthetic"
-    assert 80 <= stream["mean_rate_hz"] <= 110
-    assert stream["gaps"] == 0 and stream["dropped"] == 0
+    # The figures are the file's own: on a loaded machine a stalled thread skips deadlines, so
+    # the rate may fall and a gap (an interval > 3 periods) may appear, but never disagree.
+    with open_run(out) as run:
+        t = run.stream("syn").t
+    assert stream["samples"] == len(t) and stream["mean_rate_hz"] == pytest.approx((len(t) - 1) / (t[-1] - t[0]))
+    assert stream["gaps"] == int(np.count_nonzero(np.diff(t) > 3 * 0.01))
+    # absolute deadlines 10 ms apart: the rate cannot exceed 100 Hz but by the first read's lateness
+    assert 0 < stream["mean_rate_hz"] <= 100 * 1.05
+    assert stream["dropped"] == 0
     assert summary["complete"] is True and summary["exit_code"] == 0
 
 
@@ -123,7 +130,8 @@ def test_sigkill_leaves_a_recoverable_file_with_old_samples(tmp_path):
         # every sample older than 2 s before the kill is there, with no hole
         assert t[-1] >= killed_t - 2.0
         assert np.max(np.diff(t)) < 0.2
-        assert t[0] < 0.2
+        # the first reading is there: the synthetic energy counter is 0 at the first read
+        assert run.stream("syn").data["energy_j"][0] == 0.0
     assert not (tmp_path / "run.h5.journal").exists()
     assert "(recovered from journal)" in run_hwval("info", str(out)).stdout
 
@@ -304,3 +312,26 @@ def test_info_rejects_newer_schema(tmp_path):
         f.attrs["schema_version"] = 2
     res = run_hwval("info", str(out))
     assert res.returncode == 2 and "schema version 2" in res.stderr and "upgrade hwval" in res.stderr
+
+
+def test_leftover_journal_needs_recover_or_force(tmp_path):
+    """A killed capture's journal is the only full copy of its data: never overwrite it silently."""
+    out = tmp_path / "run.h5"
+    journal = tmp_path / "run.h5.journal"
+    journal.write_bytes(b"journal of a killed capture")
+    res = run_hwval("capture", "--no-nvml", "--no-rapl", "-m", SYN, "--duration", "0.3", "-o", str(out))
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1
+    assert f"hwval recover {out}" in res.stderr and "--force" in res.stderr
+    assert journal.read_bytes() == b"journal of a killed capture" and not out.exists()
+    res = run_hwval("capture", "--no-nvml", "--no-rapl", "-m", SYN, "--duration", "0.3", "-o", str(out), "--force")
+    assert res.returncode == 0 and not journal.exists()
+
+
+def test_info_rejects_a_run_without_schema_version(tmp_path):
+    import h5py
+    path = tmp_path / "x.h5"
+    with h5py.File(path, "w") as f:
+        f.attrs["schema"] = "hwval-run"
+    res = run_hwval("info", str(path))
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1
+    assert "without a valid schema_version" in res.stderr

@@ -59,11 +59,9 @@ class HDF5Writer:
             if not pages:
                 continue
             t_ds, key_ds = self._datasets[stream]
-            _append(t_ds, np.concatenate([p.t for p in pages]) if len(pages) > 1 else pages[0].t)
+            append_columns(t_ds, [p.t for p in pages])
             for key, ds in key_ds.items():
-                cols = [p.values.get(key) for p in pages]
-                cols = [c if c is not None else np.full(len(p.t), np.nan) for c, p in zip(cols, pages)]
-                _append(ds, np.concatenate(cols) if len(cols) > 1 else cols[0])
+                append_columns(ds, [page_column(p, key) for p in pages])
             pages.clear()
         if self._pending_events:
             append_events(self.file["events"], self._pending_events)
@@ -183,7 +181,16 @@ def finalize(f: h5py.File, doc: Stop) -> None:
     f.flush()
 
 
-def _append(ds: h5py.Dataset, values: np.ndarray) -> None:
+def append_columns(ds: h5py.Dataset, columns: list[np.ndarray]) -> None:
+    """Append the concatenation of ``columns`` to ``ds`` in one resize and one write (each h5py
+    write has a large fixed cost)."""
+    values = np.concatenate(columns) if len(columns) > 1 else columns[0]
     n0 = ds.shape[0]
     ds.resize((n0 + len(values),))
     ds[n0:] = values
+
+
+def page_column(page: Page, key: str) -> np.ndarray:
+    """``page``'s values of ``key``, NaN where the page does not carry it."""
+    col = page.values.get(key)
+    return col if col is not None else np.full(len(page.t), np.nan)

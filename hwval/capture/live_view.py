@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from typing import Callable, Mapping, TextIO
+from typing import Callable, TextIO
 
 from hwval.capture.documents import Document, Page, Start, Stop
 

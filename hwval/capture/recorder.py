@@ -7,7 +7,6 @@ A failing source never stops the others: its thread records ``gap_start``/``gap_
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import collections
@@ -76,6 +75,9 @@ class _SourceRunner:
                 self._run_streaming()
             else:
                 self._run_polled()
+        except Exception as exc:  # a bug outside read()/run() (e.g. a bad period_s): say so
+            log.error("source %s stopped", self.label, exc_info=exc)
+            self.event("error", self.label, kind="source_stopped", message=_describe(exc))
         finally:
             try:
                 self.source.close()
@@ -91,7 +93,7 @@ class _SourceRunner:
         while (deadline := schedule.wait()) is not None:
             started = now_ns()
             try:
-                out = read()
+                items = read().items()
             except Exception as exc:  # every failure becomes a gap; see _failed
                 self._failed(exc)
                 continue
@@ -100,7 +102,7 @@ class _SourceRunner:
                 lateness.append(started - deadline)
             if self.in_gap:
                 self._end_gap(t)
-            for stream, values in out.items():
+            for stream, values in items:
                 put(stream, t, values)
         self.missed_deadlines = schedule.stats.missed
 
@@ -259,12 +261,16 @@ class Recorder:
         """Stop sources, drain the queue, send ``Stop``. Safe to call once."""
         self.stop_event.set()
         for runner in self.runners:
+            if runner.thread.ident is None:  # start() failed before this one: nothing to join
+                continue
             runner.thread.join(timeout=10.0)
             if runner.thread.is_alive():
                 complete = False
                 self.put_event("error", runner.label, now_ns(),
                                {"kind": "stuck", "message": "source did not stop within 10 s"})
         self._finishing.set()  # the dispatcher drains what is left, flushes and exits
+        if self._dispatcher.ident is None:
+            self._dispatch()  # start() failed before it: drain here, so nothing queued is lost
         self._dispatch_done.wait()
         stream_stats: dict[str, dict[str, Any]] = {}
         missed = {name: r.missed_deadlines for r in self.runners for name in r.stream_names}
@@ -299,6 +305,16 @@ class Recorder:
                         self.subscriber_errors.append(msg)
 
     def _dispatch(self) -> None:
+        try:
+            self._dispatch_loop()
+        except Exception as exc:  # a recorder bug: the capture reports it and exits non-zero
+            log.error("dispatcher stopped", exc_info=exc)
+            self.subscriber_errors.append(f"dispatcher: {type(exc).__name__}: {exc}")
+        finally:
+            # finish() waits on this: whatever happened, it must not wait forever
+            self._dispatch_done.set()
+
+    def _dispatch_loop(self) -> None:
         origin = self.origin_ns
         buffers: dict[str, tuple[list[int], list[Mapping[str, float]]]] = {}
         popleft = self._queue.popleft
@@ -323,7 +339,6 @@ class Recorder:
             self._tick()
             if finishing and not self._queue:
                 break
-        self._dispatch_done.set()
 
     def _flush(self, buffers: dict[str, tuple[list[int], list[Mapping[str, float]]]]) -> None:
         for stream, (ts, rows) in buffers.items():
@@ -336,10 +351,17 @@ class Recorder:
                 rows.clear()
                 continue
             t = (np.asarray(ts, dtype=np.int64) - self.origin_ns) / 1e9
-            values = {}
-            for key in info.key_names():
-                values[key] = np.fromiter((r.get(key, math.nan) for r in rows), dtype=np.float64,
-                                          count=len(rows))
+            keys = info.key_names()
+            try:
+                values = {key: np.fromiter((r.get(key, math.nan) for r in rows), dtype=np.float64,
+                                           count=len(rows)) for key in keys}
+                keyset = frozenset(keys)  # a driver bug: keys it did not declare (~0.1 us a row)
+                extra = {k for r in rows if not keyset.issuperset(r) for k in r if k not in keyset}
+            except (AttributeError, TypeError, ValueError):
+                values, extra = self._salvage(stream, keys, rows)
+            if extra:
+                self.count_error(stream, "undeclared_key",
+                                 f"reading keys {sorted(extra)} are not in the stream's descriptor; not stored")
             stats = self.stats[stream]
             stats.readings += len(ts)
             stats.last_values = rows[-1]
@@ -348,5 +370,18 @@ class Recorder:
             self._send(Page(stream, t, values))
 
 
-def event_detail_json(detail: Mapping[str, Any]) -> str:
-    return json.dumps(detail, default=str, sort_keys=True)
+    def _salvage(self, stream: str, keys: Sequence[str],
+                 rows: list[Mapping[str, float]]) -> tuple[dict[str, np.ndarray], set[str]]:
+        """Row by row, when a page holds a reading that is not a mapping of numbers (a driver
+        bug): keep its time with NaN values and count it, so one bad reading neither loses its
+        neighbours nor stops the dispatcher. Returns the columns and the undeclared keys seen."""
+        values = {key: np.full(len(rows), math.nan) for key in keys}
+        extra: set[str] = set()
+        for i, row in enumerate(rows):
+            try:
+                extra.update(k for k in row if k not in keys)
+                for key in keys:
+                    values[key][i] = float(row.get(key, math.nan))
+            except (AttributeError, TypeError, ValueError) as exc:
+                self.count_error(stream, "bad_reading", f"reading {str(row)[:80]} is not numbers by key: {exc}")
+        return values, extra

@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -22,7 +23,7 @@ from typing import Callable, TextIO
 from hwval import __version__
 from hwval.capture.documents import Start
 from hwval.capture.hdf5_writer import HDF5Writer
-from hwval.capture.journal import JournalWriter, journal_path
+from hwval.capture.journal import JournalWriter, journal_in_use, journal_path
 from hwval.capture.live_view import LiveView
 from hwval.capture.marker_server import MarkerServer
 from hwval.capture.recorder import Recorder
@@ -79,6 +80,11 @@ def _check_output(path: Path, request: CaptureRequest) -> Path:
         raise CaptureError(f"output {path}: directory {parent} does not exist; create it or choose another -o")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise CaptureError(f"output {path}: directory {parent} is not writable by this user; choose another -o")
+    if journal_in_use(path):
+        raise CaptureError(f"output {path} is being written by another capture now; choose another -o")
+    if journal_path(path).exists() and not request.force:
+        raise CaptureError(f"output {path}: the crash journal {journal_path(path)} of an interrupted capture "
+                           f"is there; run `hwval recover {path}` first, or pass --force to overwrite it")
     return path
 
 
@@ -118,30 +124,42 @@ def run_capture(request: CaptureRequest) -> int:
     if live:
         subscribers.append(LiveView(lambda name: recorder.stats[name].dropped))
     recorder = Recorder(start, subscribers)
-    _open_sources(recorder, request)
-
-    markers = MarkerServer(recorder.put_event, recorder.count_error)
-    recorder.start()
-    markers.start()
-    if request.on_started is not None:
-        request.on_started(recorder)
-    exit_code = 0
-    reason = ""
-    try:
-        if command:
-            exit_code = _run_command(command, recorder, markers, request.duration_s)
-        else:
-            reason = _wait_duration(request.duration_s or 0.0)
-    except CommandError:
-        # Popen failed after all (a race with the checks above): leave no half-written file.
-        markers.close()
-        recorder.finish(exit_code=-1, complete=False, reason="command could not start")
-        output.unlink(missing_ok=True)
-        journal.discard()
-        raise
-    markers.close()
-    recorder.finish(exit_code=exit_code, complete=True, reason=reason)
+    with SignalPolicy() as signals:  # until the recorder starts, a signal aborts (KeyboardInterrupt)
+        _open_sources(recorder, request)
+        try:
+            markers = MarkerServer(recorder.put_event, recorder.count_error)
+        except OSError as exc:
+            recorder.close_sources()
+            raise CaptureError(f"cannot create the marker socket under {tempfile.gettempdir()}: {exc}; "
+                               "set TMPDIR to a short, writable folder") from None
+        except BaseException:
+            recorder.close_sources()
+            raise
+        # From here the run file exists: a signal never interrupts the code that writes it.
+        # One arriving before the run phase is held and handed to it.
+        signals.hold()
+        try:
+            recorder.start()
+            markers.start()
+            if request.on_started is not None:
+                request.on_started(recorder)
+            exit_code, reason = _run_phase(command, request.duration_s, recorder, markers, signals)
+        except CommandError:
+            # Popen failed after all (a race with the checks above): leave no half-written file.
+            _finish(recorder, markers, signals, exit_code=-1, complete=False,
+                    reason="command could not start")
+            output.unlink(missing_ok=True)
+            journal.discard()
+            raise
+        except BaseException as exc:
+            # Unexpected: still finish the file (it holds good data), flagged incomplete.
+            _finish(recorder, markers, signals, exit_code=-1, complete=False,
+                    reason=f"capture aborted: {type(exc).__name__}: {exc}")
+            journal.close()
+            raise
+        _finish(recorder, markers, signals, exit_code=exit_code, complete=True, reason=reason)
     if recorder.subscriber_errors:
+        journal.close()
         print(f"hwval: the capture had errors writing {output}:", file=request.notes)
         for msg in recorder.subscriber_errors:
             print(f"  {msg}", file=request.notes)
@@ -152,6 +170,86 @@ def run_capture(request: CaptureRequest) -> int:
     total = sum(s.readings for s in recorder.stats.values())
     print(f"hwval: wrote {output} ({len(recorder.infos)} streams, {total} readings)", file=request.notes)
     return exit_code
+
+
+class SignalPolicy:
+    """One handler for SIGINT, SIGTERM and SIGHUP over the whole capture, so that no signal
+    ever interrupts the code writing the run file.
+
+    It starts out raising ``KeyboardInterrupt`` (opening meters may hang on a dead instrument:
+    Ctrl-C must abort it); :meth:`during` gives the action of each later phase (forward to the
+    workload, end a ``--duration``, then, while the file is finished, ignore); :meth:`hold` keeps
+    the signals that come between two phases for the next one. Installed only in
+    the main thread (Python delivers signals there); elsewhere it does nothing.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def __init__(self) -> None:
+        self._action: Callable[[int], None] = self._interrupt
+        self._held: list[int] = []
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> "SignalPolicy":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {sig: signal.signal(sig, self._handler) for sig in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._previous.items():
+            signal.signal(sig, old)
+
+    def hold(self) -> None:
+        """Keep signals for the next :meth:`during` instead of acting on them."""
+        self._action = self._held.append
+
+    def during(self, action: Callable[[int], None]) -> None:
+        """Act on signals with ``action(signum)`` from now on, first on any held ones."""
+        self._action = action
+        while self._held:
+            action(self._held.pop(0))
+
+    def _handler(self, signum: int, _frame: object) -> None:
+        self._action(signum)
+
+    @staticmethod
+    def _interrupt(signum: int) -> None:
+        raise KeyboardInterrupt(_signame(signum))
+
+
+def _signame(signum: int) -> str:
+    return signal.Signals(signum).name
+
+
+#: While the file is being finished, this many signals abandon the finish (the journal, written
+#: ahead, holds everything: the run is then recovered like after a kill).
+ABANDON_AFTER_SIGNALS = 3
+
+
+def _finish(recorder: Recorder, markers: MarkerServer, signals: SignalPolicy,
+            exit_code: int, complete: bool, reason: str) -> None:
+    ignored: list[str] = []
+
+    def finishing(signum: int) -> None:
+        ignored.append(_signame(signum))
+        if len(ignored) >= ABANDON_AFTER_SIGNALS:
+            print(f"hwval: abandoning the finish after {len(ignored)} signals; the crash journal is "
+                  "kept: run `hwval recover` on the run file", file=sys.stderr, flush=True)
+            os._exit(exit_code if exit_code > 0 else CAPTURE_FAILED)
+        print(f"hwval: {ignored[-1]} ignored: finishing the run file (send it "
+              f"{ABANDON_AFTER_SIGNALS - len(ignored)} more time(s) to abandon)", file=sys.stderr, flush=True)
+
+    signals.during(finishing)
+    markers.close()
+    recorder.finish(exit_code=exit_code, complete=complete, reason=reason)
+
+
+def _run_phase(command: list[str], duration_s: float | None, recorder: Recorder, markers: MarkerServer,
+               signals: SignalPolicy) -> tuple[int, str]:
+    """Run the workload, or wait ``duration_s``: returns (exit code, stop reason)."""
+    if command:
+        return _run_command(command, recorder, markers, signals, duration_s), ""
+    return 0, _wait_duration(duration_s or 0.0, signals)
 
 
 def _open_sources(recorder: Recorder, request: CaptureRequest) -> None:
@@ -186,44 +284,37 @@ def _open_sources(recorder: Recorder, request: CaptureRequest) -> None:
                            "(no NVML GPU or RAPL domain was found here)")
 
 
-def _run_command(command: list[str], recorder: Recorder, markers: MarkerServer,
+def _run_command(command: list[str], recorder: Recorder, markers: MarkerServer, signals: SignalPolicy,
                  duration_s: float | None) -> int:
     workload = Workload(command, markers.env)
-    previous = {}
 
-    def handler(signum: int, _frame: object) -> None:
-        recorder.put_event("error", "", now_ns(), {"kind": "signal", "signal": signal.Signals(signum).name,
+    def forward(signum: int) -> None:
+        recorder.put_event("error", "", now_ns(), {"kind": "signal", "signal": _signame(signum),
                                                    "message": "forwarded to the workload"})
         workload.forward(signum)
 
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        previous[sig] = signal.signal(sig, handler)
-    try:
-        pid = workload.start()
-        recorder.put_event("workload_start", "", now_ns(), {"command": command, "pid": pid})
-        deadline = time.monotonic() + duration_s if duration_s is not None else None
-        code = workload.wait(deadline, on_timeout=lambda: recorder.put_event(
-            "error", "", now_ns(), {"kind": "duration", "message": "--duration reached; workload terminated"}))
-        recorder.put_event("workload_end", "", now_ns(), {"exit_code": code})
-        return code
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+    signals.during(forward)
+    # Stamped before the child exists, so no mark of the workload can precede its start.
+    t_start = now_ns()
+    pid = workload.start()
+    recorder.put_event("workload_start", "", t_start, {"command": command, "pid": pid})
+    deadline = time.monotonic() + duration_s if duration_s is not None else None
+    code = workload.wait(deadline, on_timeout=lambda: recorder.put_event(
+        "error", "", now_ns(), {"kind": "duration", "message": "--duration reached; workload terminated"}))
+    # Stamped after the child is gone, so every mark it sent precedes this.
+    recorder.put_event("workload_end", "", now_ns(), {"exit_code": code})
+    return code
 
 
-def _wait_duration(duration_s: float) -> str:
+def _wait_duration(duration_s: float, signals: SignalPolicy) -> str:
     """Wait for the duration or a SIGINT/SIGTERM/SIGHUP; returns the stop reason."""
     stop = threading.Event()
     got: list[str] = []
 
-    def handler(signum: int, _frame: object) -> None:
-        got.append(signal.Signals(signum).name)
+    def end_early(signum: int) -> None:
+        got.append(_signame(signum))
         stop.set()
 
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    try:
-        stop.wait(duration_s)
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+    signals.during(end_early)
+    stop.wait(duration_s)
     return f"stopped by {got[0]}" if got else ""

@@ -47,6 +47,8 @@ class Workload:
         self.env = dict(os.environ, **env)
         self.proc: subprocess.Popen | None = None
         self.signals_received = 0
+        #: Signals that came before the child existed, forwarded as soon as it does.
+        self._pending: list[int] = []
 
     def start(self) -> int:
         try:
@@ -55,11 +57,16 @@ class Workload:
             raise CommandError(f"command not executable: {exc}", 126) from None
         except OSError as exc:
             raise CommandError(f"cannot start {self.command[0]!r}: {exc}", 127) from None
+        while self._pending:
+            self.forward(self._pending.pop(0))
         return self.proc.pid
 
     def forward(self, signum: int) -> None:
         """Signal handler body: pass the signal on, escalating on repeats."""
-        if self.proc is None or self.proc.poll() is not None:
+        if self.proc is None:
+            self._pending.append(signum)
+            return
+        if self.proc.poll() is not None:
             return
         self.signals_received += 1
         send = {1: signum, 2: signal.SIGTERM}.get(self.signals_received, signal.SIGKILL)
