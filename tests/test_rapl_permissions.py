@@ -21,7 +21,7 @@ from fake_ctx import FakeCtx
 
 from hwval.doctor import Finding, run_checks
 from hwval.emulators.powercap import build_tree, plan_zones
-from hwval.sources.base import SourceSpec, SourceUnavailable
+from hwval.sources.base import SourceSpec
 from hwval.sources.rapl import RaplSource
 
 NOBODY = 65534
