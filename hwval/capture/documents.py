@@ -9,7 +9,7 @@ with an optional ``tick()`` called about every 0.2 s (to flush or redraw when no
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
@@ -61,8 +61,3 @@ class Stop:
 
 
 Document = Start | Descriptor | Page | Event | Stop
-
-
-class Subscriber(Protocol):
-    def __call__(self, doc: Document) -> None:
-        ...

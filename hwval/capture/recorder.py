@@ -36,7 +36,6 @@ class StreamStats:
     dropped: int = 0
     error_counts: dict[str, int] = field(default_factory=dict)
     last_error_event_ns: dict[str, int] = field(default_factory=dict)
-    last_values: Mapping[str, float] = field(default_factory=dict)
 
 
 class _SourceRunner:
@@ -364,7 +363,6 @@ class Recorder:
                                  f"reading keys {sorted(extra)} are not in the stream's descriptor; not stored")
             stats = self.stats[stream]
             stats.readings += len(ts)
-            stats.last_values = rows[-1]
             ts.clear()
             rows.clear()
             self._send(Page(stream, t, values))

@@ -31,8 +31,6 @@ BUILTIN_DRIVERS: Mapping[str, str] = MappingProxyType(
     }
 )
 
-SOFTWARE_DRIVERS = frozenset({"nvml", "rapl", "synthetic"})
-
 
 class UnknownDriver(ValueError):
     pass
