@@ -26,7 +26,7 @@ import time
 
 import pyvisa
 
-from hwval.emulators.bench import Bench, MeterModel, PowerProfile
+from hwval.benchmodel import Bench, MeterModel, PowerProfile
 from hwval.emulators.n6705 import N6705
 from hwval.emulators.scpi_server import ScpiServer
 from hwval.emulators.wt300 import Wt300

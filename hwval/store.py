@@ -123,6 +123,17 @@ class RunFile:
         for name in self.stream_names:
             yield self.stream(name)
 
+    def stream_reader(self, name: str) -> "StreamReader":
+        """Chunked, lazy access to one stream (for runs too large to load whole)."""
+        return StreamReader(self, name)
+
+    # -- derived groups --------------------------------------------------------------------
+    def read_derived(self, group: str) -> dict[str, "DerivedEntry"]:
+        return read_derived(self, group)
+
+    def replace_derived(self, group: str, entries: dict[str, "DerivedEntry"], whole: bool = False) -> None:
+        replace_derived(self, group, entries, whole)
+
     # -- events ----------------------------------------------------------------------------
     @property
     def events(self) -> list[Event]:
@@ -188,3 +199,143 @@ def recover_hint_for(path: str | os.PathLike) -> str:
 
 def _short(exc: OSError) -> str:
     return str(exc).split("(")[0].strip() or type(exc).__name__
+
+
+# -- derived groups (/sync, /analysis) and chunked reads --------------------------------------
+# Interface contract for the stages after capture. Sync and analysis add their groups only
+# through these two methods; raw /streams and /events are never written after capture.
+
+DERIVED_GROUPS = ("sync", "analysis")
+
+
+@dataclass
+class DerivedEntry:
+    """One derived group: its attrs, its datasets, and nested entries (e.g. per-phase results)."""
+
+    attrs: dict[str, Any] = field(default_factory=dict)
+    datasets: dict[str, np.ndarray] = field(default_factory=dict)
+    children: dict[str, "DerivedEntry"] = field(default_factory=dict)
+
+
+def _attr_value(value: Any) -> Any:
+    # h5py stores lists of numbers as arrays, dicts/other lists as JSON text, None as "".
+    if value is None:
+        return ""
+    if isinstance(value, dict):
+        return json.dumps(value)
+    if isinstance(value, (list, tuple)):
+        if all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in value):
+            return np.asarray(value, dtype=float)
+        return json.dumps(list(value))
+    return value
+
+
+def _write_entry(parent: h5py.Group, name: str, entry: DerivedEntry) -> None:
+    if name in parent:
+        del parent[name]
+    g = parent.create_group(name)
+    for key, value in entry.attrs.items():
+        g.attrs[key] = _attr_value(value)
+    for key, arr in entry.datasets.items():
+        g.create_dataset(key, data=np.asarray(arr))
+    for key, child in entry.children.items():
+        _write_entry(g, key, child)
+
+
+def _read_entry(g: h5py.Group) -> DerivedEntry:
+    entry = DerivedEntry(attrs={k: _plain(v) for k, v in g.attrs.items()})
+    for key, obj in g.items():
+        if isinstance(obj, h5py.Group):
+            entry.children[key] = _read_entry(obj)
+        else:
+            entry.datasets[key] = obj[()]
+    return entry
+
+
+def _check_group(group: str) -> None:
+    if group not in DERIVED_GROUPS:
+        raise ValueError(f"derived group {group!r}: expected one of {', '.join(DERIVED_GROUPS)}")
+
+
+def read_derived(run: "RunFile", group: str) -> dict[str, DerivedEntry]:
+    """Every entry of ``/sync`` or ``/analysis`` (empty when the group is absent)."""
+    _check_group(group)
+    if group not in run.file:
+        return {}
+    return {name: _read_entry(obj) for name, obj in run.file[group].items()
+            if isinstance(obj, h5py.Group)}
+
+
+def replace_derived(run: "RunFile", group: str, entries: dict[str, DerivedEntry],
+                    whole: bool = False) -> None:
+    """Write ``entries`` under ``/sync`` or ``/analysis`` of a run opened with ``mode="r+"``.
+
+    ``whole=True`` replaces the group entirely (``hwval sync`` re-run); otherwise only the named
+    entries are replaced and the others kept (one comparison re-analysed).
+    """
+    _check_group(group)
+    if run.file.mode != "r+":
+        raise RunFileError(f"{run.path}: opened read-only; open with mode='r+' to add /{group}")
+    if whole and group in run.file:
+        del run.file[group]
+    parent = run.file.require_group(group)
+    for name, entry in entries.items():
+        if not name or "/" in name:
+            raise ValueError(f"/{group} entry name {name!r}: must be non-empty and contain no '/'")
+        _write_entry(parent, name, entry)
+    run.file.flush()
+
+
+class StreamReader:
+    """Lazy, chunked access to one stream: nothing is loaded until asked for.
+
+    ``t`` is monotonic non-decreasing (receipt stamps), so time ranges map to index ranges by a
+    binary search that reads only a few chunks of ``t``.
+    """
+
+    def __init__(self, run: "RunFile", name: str) -> None:
+        try:
+            self.group = run.file["streams"][name]
+        except KeyError:
+            raise KeyError(f"no stream {name!r} in {run.path} (streams: {', '.join(run.stream_names)})") from None
+        self.name = name
+        self.attrs = {k: _plain(v) for k, v in self.group.attrs.items()}
+        self._t = self.group["t"]
+
+    @property
+    def n(self) -> int:
+        return int(self._t.shape[0])
+
+    @property
+    def keys(self) -> list[str]:
+        return [k for k in self.group.keys() if k != "t"]
+
+    def dataset_attrs(self, key: str) -> dict[str, Any]:
+        return {k: _plain(v) for k, v in self.group[key].attrs.items()}
+
+    def index_at(self, t_s: float) -> int:
+        """The first index whose stamp is >= ``t_s`` (``n`` when none is)."""
+        lo, hi = 0, self.n
+        while hi - lo > 4096:   # narrow with single-element reads, then one block read
+            mid = (lo + hi) // 2
+            if self._t[mid] < t_s:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo + int(np.searchsorted(self._t[lo:hi], t_s, side="left"))
+
+    def read(self, keys: list[str], start: int = 0, stop: int | None = None) -> dict[str, np.ndarray]:
+        """``t`` and the named keys over rows ``[start, stop)``."""
+        stop = self.n if stop is None else stop
+        out = {"t": self._t[start:stop]}
+        for key in keys:
+            out[key] = self.group[key][start:stop]
+        return out
+
+    def iter_chunks(self, keys: list[str], rows: int = 1 << 20,
+                    start: int = 0, stop: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+        """Rows ``[start, stop)`` in blocks of at most ``rows``."""
+        stop = self.n if stop is None else stop
+        for lo in range(start, stop, rows):
+            yield self.read(keys, lo, min(lo + rows, stop))
+

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hwval.emulators.bench import Bench, MeterModel
+from hwval.benchmodel import Bench, MeterModel
 from hwval.store import open_run
 
 

@@ -10,7 +10,7 @@ import time
 import numpy as np
 
 from conftest import popen_hwval
-from hwval.emulators.bench import Bench, MeterModel, PowerProfile
+from hwval.benchmodel import Bench, MeterModel, PowerProfile
 from hwval.emulators.cse7766 import P_PARAM, Cse7766Emulator
 from hwval.emulators.pty import FaultPlan
 from serial_e2e import capture, event_names, near_step

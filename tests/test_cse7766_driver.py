@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from hwval.emulators.bench import Bench, MeterModel, PowerProfile
+from hwval.benchmodel import Bench, MeterModel, PowerProfile
 from hwval.emulators.cse7766 import P_PARAM, Cse7766Emulator
 from hwval.emulators.pty import FaultPlan
 from hwval.emulators.pzem004t import Pzem004tEmulator

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from hwval.emulators.bench import Bench, MeterModel, PowerProfile
+from hwval.benchmodel import Bench, MeterModel, PowerProfile
 from hwval.emulators.esphome import EspHomeEmulator
 from hwval.emulators.pty import FaultPlan
 from hwval.sources.base import SourceSpec

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from hwval.emulators.bench import Bench, MeterModel, PowerProfile
+from hwval.benchmodel import Bench, MeterModel, PowerProfile
 from hwval.emulators.hmc8015 import Hmc8015
 from hwval.sources.base import SourceSpec, SourceUnavailable
 from hwval.sources.visa.hmc8015 import create

@@ -8,7 +8,7 @@ import threading
 import numpy as np
 import pytest
 
-from hwval.emulators.bench import Bench, MeterModel, PowerProfile
+from hwval.benchmodel import Bench, MeterModel, PowerProfile
 from hwval.emulators.n6705 import N6705
 from hwval.sources.base import SourceSpec
 from hwval.sources.visa.n6705 import create, sample_times_ns

@@ -12,7 +12,7 @@ import pynvml
 import pytest
 from fake_ctx import FakeCtx
 
-from hwval.emulators.bench import PowerProfile
+from hwval.benchmodel import PowerProfile
 from hwval.sources.base import Disconnected, SourceSpec, SourceUnavailable, TransientError
 from hwval.sources import nvml, nvml_devices
 from hwval.sources.nvml import NvmlSource, create

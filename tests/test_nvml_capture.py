@@ -12,7 +12,7 @@ import pytest
 
 from hwval.capture.session import CaptureRequest, run_capture
 from hwval.config import CaptureConfig, SoftwareConfig
-from hwval.emulators.bench import PowerProfile
+from hwval.benchmodel import PowerProfile
 from hwval.sources.nvml_sim import SimGpu, SimNvml
 from hwval.store import open_run
 

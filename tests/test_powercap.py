@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from fake_ctx import FakeCtx
 
-from hwval.emulators.bench import PowerProfile
+from hwval.benchmodel import PowerProfile
 from hwval.sources.base import SourceSpec
 from hwval.sources.rapl import RaplSource
 from hwval.store import open_run

@@ -9,7 +9,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from hwval.emulators.bench import Bench, MeterModel, PowerProfile
+from hwval.benchmodel import Bench, MeterModel, PowerProfile
 from hwval.emulators.pty import FaultPlan, PtyEmulator, fault_options
 from hwval.sources.serial.framing import FrameScanner, LineBuffer
 from hwval.sources.serial.port import close_quietly, open_serial, read_available

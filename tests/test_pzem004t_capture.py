@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import popen_hwval
-from hwval.emulators.bench import Bench, MeterModel, PowerProfile
+from hwval.benchmodel import Bench, MeterModel, PowerProfile
 from hwval.emulators.pty import FaultPlan
 from hwval.emulators.pzem004t import Pzem004tEmulator
 from hwval.sources.base import SourceSpec, TransientError

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from hwval.emulators.bench import Bench, MeterModel, PowerProfile
+from hwval.benchmodel import Bench, MeterModel, PowerProfile
 from hwval.emulators.pty import FaultPlan
 from hwval.emulators.pzem004t import Pzem004tEmulator
 from hwval.sources.base import Disconnected, SourceSpec, SourceUnavailable, TransientError

@@ -9,7 +9,7 @@ import stat
 
 import pytest
 
-from hwval.emulators.bench import Bench, MeterModel, PowerProfile
+from hwval.benchmodel import Bench, MeterModel, PowerProfile
 from hwval.emulators.pty import PtyEmulator
 from hwval.sources.base import Disconnected, SourceSpec, SourceUnavailable
 from hwval.sources.serial.port import (

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from hwval.emulators.bench import Bench, MeterModel, PowerProfile
+from hwval.benchmodel import Bench, MeterModel, PowerProfile
 from hwval.emulators.pty import FaultPlan
 from hwval.emulators.tasmota import TasmotaEmulator
 from hwval.sources.base import SourceSpec, TransientError

@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 
-from hwval.emulators.bench import PowerProfile
+from hwval.benchmodel import PowerProfile
 from hwval.store import open_run
 from test_visa_support import capture_from_emulator
 

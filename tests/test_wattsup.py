@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from hwval.emulators.bench import MeterModel, PowerProfile
+from hwval.benchmodel import MeterModel, PowerProfile
 from hwval.emulators.pty import FaultPlan
 from hwval.emulators.wattsup import WattsUpEmulator
 from hwval.sources.base import SourceSpec

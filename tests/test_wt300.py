@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from hwval.emulators.bench import Bench, MeterModel, PowerProfile
+from hwval.benchmodel import Bench, MeterModel, PowerProfile
 from hwval.emulators.wt300 import Wt300
 from hwval.sources.base import SourceSpec, SourceUnavailable
 from hwval.sources.visa.profile import profile_dir

@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from conftest import run_hwval
-from hwval.emulators.bench import PowerProfile
+from hwval.benchmodel import PowerProfile
 from hwval.store import open_run
 from test_visa_support import capture_from_emulator
 

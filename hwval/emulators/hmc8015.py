@@ -20,7 +20,7 @@ import math
 
 import click
 
-from hwval.emulators.bench import Bench, MeterModel
+from hwval.benchmodel import Bench, MeterModel
 from hwval.emulators.options import announce, bench_options
 from hwval.emulators.scpi_server import (ILLEGAL_PARAMETER, Faults, Instrument, ScpiError,
                                          ScpiServer, UpdateClock, fault_options, parse_bool,

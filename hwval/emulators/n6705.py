@@ -22,7 +22,7 @@ import time
 import click
 import numpy as np
 
-from hwval.emulators.bench import Bench, MeterModel
+from hwval.benchmodel import Bench, MeterModel
 from hwval.emulators.options import announce, bench_options
 from hwval.emulators.scpi_server import (ILLEGAL_PARAMETER, Faults, Instrument, ScpiError,
                                          ScpiServer, fault_options, parse_float, serve_until_signal)

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import click
 
-from hwval.emulators.bench import Bench, MeterModel, PowerProfile
+from hwval.benchmodel import Bench, MeterModel, PowerProfile
 
 
 def bench_options(*, window_s: float = 0.0, latency_s: float = 0.0, quantum_w: float = 0.0,

@@ -39,7 +39,7 @@ import click
 
 from hwval.clock import PeriodicSchedule, now_ns
 from hwval.sources.rapl_zones import EMULATOR_MARKER
-from hwval.emulators.bench import Bench, MeterModel
+from hwval.benchmodel import Bench, MeterModel
 from hwval.emulators.options import announce, bench_options
 
 #: The kernel's value on most Intel parts (2^32 - 1 units of 61.035 uJ).

@@ -44,7 +44,7 @@ from typing import Any, Callable
 
 import click
 
-from hwval.emulators.bench import Bench, MeterModel
+from hwval.benchmodel import Bench, MeterModel
 from hwval.emulators.options import announce
 
 

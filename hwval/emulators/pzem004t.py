@@ -23,7 +23,7 @@ import math
 
 import click
 
-from hwval.emulators.bench import Bench, MeterModel
+from hwval.benchmodel import Bench, MeterModel
 from hwval.emulators.options import bench_options
 from hwval.emulators.pty import FaultPlan, PtyEmulator, fault_options, run_until_signal
 from hwval.sources.serial import pzem004t_codec as codec

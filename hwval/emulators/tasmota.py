@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 
 import click
 
-from hwval.emulators.bench import Bench, MeterModel
+from hwval.benchmodel import Bench, MeterModel
 from hwval.emulators.options import bench_options
 from hwval.emulators.pty import FaultPlan, PtyEmulator, fault_options, run_until_signal
 from hwval.sources.serial import tasmota_codec as codec

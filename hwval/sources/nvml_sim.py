@@ -24,7 +24,7 @@ from unittest import mock
 
 import pynvml
 
-from hwval.emulators.bench import Bench, MeterModel, PowerProfile
+from hwval.benchmodel import Bench, MeterModel, PowerProfile
 
 
 @dataclass

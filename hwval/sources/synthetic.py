@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Mapping
 
 from hwval.clock import now_ns
-from hwval.emulators.bench import Bench, MeterModel, PowerProfile
+from hwval.benchmodel import Bench, MeterModel, PowerProfile
 from hwval.sources.base import Key, SourceContext, SourceSpec, StreamInfo, check_options
 
 OPTIONS = {"window_s": float, "quantum_w": float, "noise_w": float, "seed": int,
