@@ -155,8 +155,8 @@ def info(run_path, as_json):
     """
     import json as _json
 
-    from hwval.run_info import format_summary, summarize
-    from hwval.store import RunFileError, open_run, recover_hint_for
+    from hwval.runfile.info import format_summary, summarize
+    from hwval.runfile.reader import RunFileError, open_run, recover_hint_for
 
     try:
         with open_run(run_path) as run:
@@ -184,7 +184,7 @@ def recover(run_path):
     Example:
       hwval recover runs/20261127-101500.h5 && hwval info runs/20261127-101500.h5
     """
-    from hwval.capture.journal import JournalInUse, journal_path, recover as do_recover
+    from hwval.runfile.journal import JournalInUse, journal_path, recover as do_recover
 
     if not journal_path(run_path).exists():
         fail(f"{run_path}: no crash journal ({journal_path(run_path)}) to recover from")

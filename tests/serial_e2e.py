@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hwval.benchmodel import Bench, MeterModel
-from hwval.store import open_run
+from hwval.runfile.reader import open_run
 
 
 @dataclass

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import popen_hwval, run_hwval
-from hwval.store import open_run
+from hwval.runfile.reader import open_run
 
 SYN = "synthetic:constant:100?period_s=0.01&name=syn"
 

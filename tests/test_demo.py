@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import run_hwval
-from hwval.store import open_run
+from hwval.runfile.reader import open_run
 
 
 @pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="the demo workload needs torch")

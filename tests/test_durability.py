@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from hwval.capture.journal import journal_path, recover
+from hwval.runfile.journal import journal_path, recover
 from hwval.cli import cli
-from hwval.store import open_run
+from hwval.runfile.reader import open_run
 
 #: The promise: what is older than this at the kill is kept.
 KEPT_AFTER_S = 2.0
@@ -31,7 +31,8 @@ KEPT_AFTER_S = 2.0
 CHILD = r'''
 import os, signal, sys, time
 import h5py
-from hwval.capture import hdf5_writer, journal, session
+from hwval.capture import session
+from hwval.runfile import journal, layout as hdf5_writer
 from hwval.capture.session import CaptureRequest, run_capture
 from hwval.config import CaptureConfig, SoftwareConfig, parse_meter_spec
 from hwval.sources.base import Key, StreamInfo

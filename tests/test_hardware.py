@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import run_hwval
-from hwval.store import open_run
+from hwval.runfile.reader import open_run
 
 
 def pytest_generate_tests(metafunc):

@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from hwval.capture.documents import Page
+from hwval.runfile.documents import Page
 from hwval.capture.live_view import LiveView
 
 

@@ -14,7 +14,7 @@ from hwval.capture.session import CaptureRequest, run_capture
 from hwval.config import CaptureConfig, SoftwareConfig
 from hwval.benchmodel import PowerProfile
 from hwval.sources.nvml_sim import SimGpu, SimNvml
-from hwval.store import open_run
+from hwval.runfile.reader import open_run
 
 #: Longest a reading may wait between the NVML call and its receipt stamp on a loaded machine.
 SCHEDULING_ALLOWANCE_S = 0.1

@@ -18,7 +18,7 @@ from fake_ctx import FakeCtx
 from hwval.benchmodel import PowerProfile
 from hwval.sources.base import SourceSpec
 from hwval.sources.rapl import RaplSource
-from hwval.store import open_run
+from hwval.runfile.reader import open_run
 
 HWVAL = [sys.executable, "-m", "hwval.cli"]
 

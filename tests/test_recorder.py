@@ -9,14 +9,14 @@ import time
 import numpy as np
 import pytest
 
-from hwval.capture.journal import journal_path, read_journal
-from hwval.capture.documents import Page
+from hwval.runfile.journal import journal_path, read_journal
+from hwval.runfile.documents import Page
 from hwval.capture.session import CaptureError, CaptureRequest, run_capture
 from hwval.config import CaptureConfig, ConfigError, SoftwareConfig, parse_meter_spec
 from hwval.sources.base import (Disconnected, Key, SourceSpec, SourceUnavailable, StreamInfo,
                                 TransientError)
 from hwval.sources.registry import Registry
-from hwval.store import open_run
+from hwval.runfile.reader import open_run
 
 NO_SOFTWARE = SoftwareConfig(nvml=False, rapl=False)
 
@@ -160,7 +160,7 @@ def test_required_software_meter_missing_is_an_error_auto_is_a_note(tmp_path):
 def test_bounded_queue_counts_drops(tmp_path):
     """A stalled writer must not grow memory without bound: readings beyond the queue are
     counted as dropped per stream."""
-    from hwval.capture.documents import Start
+    from hwval.runfile.documents import Start
     from hwval.capture.recorder import Recorder
     from hwval.sources.synthetic import SyntheticSource
 
@@ -224,7 +224,7 @@ def test_signals_before_the_run_phase_are_held_and_during_the_finish_ignored(tmp
     import signal
     import sys
 
-    from hwval.capture.documents import Stop
+    from hwval.runfile.documents import Stop
 
     def sigint_on_stop(doc):
         if isinstance(doc, Stop):
@@ -255,7 +255,7 @@ def test_journal_ignores_a_torn_final_record(tmp_path):
     registry = Registry()
     out = tmp_path / "run.h5"
     cfg = CaptureConfig(software=NO_SOFTWARE, meters=(parse_meter_spec("synthetic:constant:3?period_s=0.01", registry.names()),))
-    from hwval.capture.journal import JournalWriter
+    from hwval.runfile.journal import JournalWriter
 
     # keep the journal: capture with a writer that fails so the session preserves it
     class Keep(JournalWriter):

@@ -8,7 +8,7 @@ import json
 import numpy as np
 
 from hwval.benchmodel import PowerProfile
-from hwval.store import open_run
+from hwval.runfile.reader import open_run
 from test_visa_support import capture_from_emulator
 
 #: 0.5 s steps: long against the HMC8015's 0.1 s refresh and the N6705's 0.1 s acquisitions.

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from hwval.capture.documents import Event, Page, Start
+from hwval.runfile.documents import Event, Page, Start
 from hwval.capture.recorder import Recorder
 from hwval.emulators.scpi_server import (Faults, Instrument, ScpiServer, match_header,
                                          parse_message, split_arguments)

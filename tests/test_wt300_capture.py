@@ -8,7 +8,7 @@ import numpy as np
 
 from conftest import run_hwval
 from hwval.benchmodel import PowerProfile
-from hwval.store import open_run
+from hwval.runfile.reader import open_run
 from test_visa_support import capture_from_emulator
 
 PROFILE = "steps:60@0.5,250@0.5"

@@ -9,7 +9,7 @@ import sys
 import time
 from typing import Callable, TextIO
 
-from hwval.capture.documents import Document, Page, Start, Stop
+from hwval.runfile.documents import Document, Page, Start, Stop
 
 REDRAW_S = 1.0
 

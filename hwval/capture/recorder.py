@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from hwval.capture.documents import Descriptor, Document, Event, Page, Start, Stop
+from hwval.runfile.documents import Descriptor, Document, Event, Page, Start, Stop
 from hwval.clock import PeriodicSchedule, now_ns
 from hwval.sources.base import Disconnected, Source, SourceError, StreamInfo, TransientError
 

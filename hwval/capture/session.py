@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Callable, TextIO
 
 from hwval import __version__
-from hwval.capture.documents import Start
+from hwval.runfile.documents import Start
 from hwval.capture.hdf5_writer import HDF5Writer
-from hwval.capture.journal import JournalWriter, journal_in_use, journal_path
+from hwval.runfile.journal import JournalWriter, journal_in_use, journal_path
 from hwval.capture.live_view import LiveView
 from hwval.capture.marker_server import MarkerServer
 from hwval.capture.recorder import Recorder

@@ -114,8 +114,8 @@ def demo(workdir, epochs, batches, idle_s, profile):
     finally:
         for e in emulators:
             e.stop()
-    from hwval.run_info import format_summary, summarize
-    from hwval.store import open_run
+    from hwval.runfile.info import format_summary, summarize
+    from hwval.runfile.reader import open_run
 
     with open_run(output) as run:
         click.echo("")

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from hwval.store import RunFile
+from hwval.runfile.reader import RunFile
 
 #: An interval longer than this many nominal periods (or median intervals) counts as a gap.
 GAP_FACTOR = 3.0

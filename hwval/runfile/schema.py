@@ -1,4 +1,4 @@
-"""Names of the run-file schema (version 1), shared by the writer and the store."""
+"""Names of the run-file schema (version 1), shared by the layout writer, the journal and the reader."""
 
 SCHEMA_NAME = "hwval-run"
 SCHEMA_VERSION = 1

@@ -16,8 +16,8 @@ from typing import Any, Iterator
 import h5py
 import numpy as np
 
-from hwval.capture.journal import journal_in_use, journal_path
-from hwval.schema import SCHEMA_NAME, SCHEMA_VERSION
+from hwval.runfile.journal import journal_in_use, journal_path
+from hwval.runfile.schema import SCHEMA_NAME, SCHEMA_VERSION
 
 
 class RunFileError(Exception):

@@ -28,11 +28,11 @@ from typing import Iterator
 import h5py
 import numpy as np
 
-from hwval.capture.documents import Descriptor, Document, Event, Page, Start, Stop
-from hwval.capture.hdf5_writer import (append_columns, append_events, create_events_group,
+from hwval.runfile.documents import Descriptor, Document, Event, Page, Start, Stop
+from hwval.runfile.layout import (append_columns, append_events, create_events_group,
                                        create_stream_group, finalize, page_column,
                                        write_root_attrs)
-from hwval.schema import JOURNAL_SUFFIX
+from hwval.runfile.schema import JOURNAL_SUFFIX
 from hwval.sources.base import Key, StreamInfo
 
 _LEN = struct.Struct("<I")
