@@ -1,0 +1,115 @@
+"""The host-following bench: a ring written by one sampler, read as a power profile elsewhere."""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import time
+
+import pytest
+
+from hwval.benchmodel import MeterModel
+from hwval.benchmodel.host import (HostLoadSampler, HostPowerModel, HostProfile, read_cpu_busy_s)
+
+
+class FakeLoad:
+    """Busy CPU-seconds growing at a scripted share of 2 CPUs: 0 before t_on, `share` after."""
+
+    def __init__(self, share: float, t_on_ns: int) -> None:
+        self.share = share
+        self.t_on_ns = t_on_ns
+
+    def __call__(self) -> tuple[float, int]:
+        now = time.monotonic_ns()
+        busy_s = 2 * self.share * max(0, now - self.t_on_ns) / 1e9
+        return busy_s, 2
+
+
+def test_ring_energy_follows_the_scripted_load_and_is_conserved(tmp_path):
+    ring = tmp_path / "bench.ring"
+    load = FakeLoad(share=0.5, t_on_ns=time.monotonic_ns() + 200_000_000)
+    sampler = HostLoadSampler(ring, HostPowerModel(idle_w=50.0, cpu_dynamic_w=100.0), rate_hz=500,
+                              read_busy=load)
+    thread = threading.Thread(target=sampler.run)
+    thread.start()
+    try:
+        time.sleep(0.6)
+        profile = HostProfile(ring)
+        on_s = (load.t_on_ns - profile.t0_ns) / 1e9
+        # Before the load: idle. Well after it: idle + 0.5 x 100 W.
+        assert profile.mean_w(on_s - 0.15, on_s - 0.05) == pytest.approx(50.0, abs=1e-6)
+        assert profile.mean_w(on_s + 0.1, on_s + 0.3) == pytest.approx(100.0, rel=1e-3)
+        # Energy over adjacent intervals adds up exactly.
+        a, b, c = on_s - 0.1, on_s + 0.05, on_s + 0.3
+        assert profile.energy_j(a, b) + profile.energy_j(b, c) == pytest.approx(profile.energy_j(a, c), abs=1e-9)
+        # A meter model (window, latency) reads it like any profile.
+        meter = MeterModel(window_s=0.1, latency_s=0.05)
+        assert meter.true_mean_w(profile, on_s + 0.35) == pytest.approx(100.0, rel=1e-3)
+        t, energy = profile.history()
+        assert len(t) >= 100 and (energy[1:] >= energy[:-1]).all()
+        profile.close()
+    finally:
+        sampler.stop()
+        thread.join()
+        sampler.close()
+
+
+def _spin(seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
+
+
+def test_real_proc_stat_sees_a_busy_process(tmp_path):
+    busy0, ncpu = read_cpu_busy_s()
+    assert ncpu >= 1 and busy0 > 0
+    ring = tmp_path / "bench.ring"
+    sampler = HostLoadSampler(ring, HostPowerModel(idle_w=0.0, cpu_dynamic_w=100.0), rate_hz=250)
+    thread = threading.Thread(target=sampler.run)
+    thread.start()
+    try:
+        profile = HostProfile(ring)
+        t_start = (time.monotonic_ns() - profile.t0_ns) / 1e9
+        proc = multiprocessing.get_context("spawn").Process(target=_spin, args=(1.0,))
+        proc.start()
+        proc.join()
+        t_end = (time.monotonic_ns() - profile.t0_ns) / 1e9
+        time.sleep(0.05)
+        # One spinning process keeps at least ~1/ncpu of the machine busy for ~1 s (other load
+        # only adds to it): a generous floor, since a loaded machine may preempt the spinner.
+        mean = profile.mean_w(t_start, t_end)
+        assert mean >= 100.0 / ncpu * 0.4
+        profile.close()
+    finally:
+        sampler.stop()
+        thread.join()
+        sampler.close()
+
+
+def test_bad_rings_and_rates_are_one_line_errors(tmp_path):
+    with pytest.raises(ValueError, match="cannot open"):
+        HostProfile(tmp_path / "missing.ring")
+    junk = tmp_path / "junk.ring"
+    junk.write_bytes(b"x" * 200)
+    with pytest.raises(ValueError, match="not a hwval host-bench ring"):
+        HostProfile(junk)
+    with pytest.raises(ValueError, match="rate_hz must be >= 200"):
+        HostLoadSampler(tmp_path / "r.ring", rate_hz=50)
+    with pytest.raises(ValueError, match="idle_w"):
+        HostPowerModel(idle_w=float("nan"))
+
+
+def test_the_ring_wraps_and_keeps_the_newest_records(tmp_path):
+    ring = tmp_path / "small.ring"
+    sampler = HostLoadSampler(ring, rate_hz=500, capacity_s=0.1, read_busy=FakeLoad(1.0, 0))
+    for _ in range(300):  # three times the capacity, written directly (no timing involved)
+        sampler.sample()
+    profile = HostProfile(ring)
+    t, energy = profile.history()
+    assert len(t) == sampler.capacity
+    assert (t[1:] > t[:-1]).all() and (energy[1:] >= energy[:-1]).all()
+    # Full load on a 2-CPU fake: idle 60 + 120 W between the newest records (to 0.1 %: the
+    # sampler stamps a record just after reading the load, so stamps trail the fake's clock).
+    assert profile.mean_w(t[-50], t[-1]) == pytest.approx(180.0, rel=1e-3)
+    profile.close()
+    sampler.close()
