@@ -1,0 +1,265 @@
+"""Candidate meters from files: CodeCarbon's ``emissions.csv`` and generic CSV / JSONL series.
+
+Formats (``hwval validate --format``):
+
+- ``codecarbon``: CodeCarbon's ``emissions.csv``. Each row's ``timestamp`` is when the
+  measurement ENDED (ISO 8601; without an offset it is local time, which is how CodeCarbon writes
+  it: ``datetime.now()`` formatted to whole seconds), ``duration`` is in seconds and
+  ``energy_consumed`` in kWh, covering ``[timestamp - duration, timestamp]``. Rows that share a
+  ``run_id`` are cumulative (``flush()`` writes the totals so far from one start): hwval turns
+  them into consecutive increments. The whole-second timestamp is truncated, so the true end
+  lies in ``[timestamp, timestamp + 1 s)``; the durations are exact (``perf_counter``), so the
+  common start is the intersection of every row's ``[timestamp - duration, ... + 1 s)`` and
+  hwval uses its middle, with half its width as the time uncertainty.
+- ``csv`` / ``jsonl``: a column / key ``timestamp`` (Unix seconds, or ISO 8601 where a naive
+  time is local time) and ``power_w`` (W, instantaneous) and/or ``energy_j`` (J, cumulative).
+  No other column is accepted: a typo must not silently drop the data.
+
+File times are mapped onto the run's timebase through the run's anchor pair
+(``origin_realtime_ns`` is the realtime clock at the run's origin): t_run = unix_s -
+origin_realtime_ns / 1e9. The realtime clock of the machine that wrote the file must be the
+capture host's (or synchronised to it): hwval cannot see an offset between two machines' clocks.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+FORMATS = ("auto", "codecarbon", "csv", "jsonl")
+SERIES_COLUMNS = ("timestamp", "power_w", "energy_j")
+CODECARBON_REQUIRED = ("timestamp", "duration", "energy_consumed")
+J_PER_KWH = 3.6e6
+
+
+class ExternalFormatError(Exception):
+    """The file cannot be used; the message names the file, the line or column, and what is accepted."""
+
+
+@dataclass
+class Intervals:
+    """Energy over intervals of the run's timebase (CodeCarbon)."""
+
+    start_s: np.ndarray
+    stop_s: np.ndarray
+    energy_j: np.ndarray
+    time_uncertainty_s: float
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Series:
+    """A time series on the run's timebase: ``power_w`` (instant) or ``energy_j`` (counter)."""
+
+    t_s: np.ndarray
+    key: str
+    values: np.ndarray
+    notes: list[str] = field(default_factory=list)
+
+
+def detect_format(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".ndjson"):
+        return "jsonl"
+    if suffix == ".csv":
+        header = _csv_header(path)
+        if all(col in header for col in CODECARBON_REQUIRED):
+            return "codecarbon"
+        return "csv"
+    raise ExternalFormatError(f"{path}: cannot tell the format from the name; pass --format "
+                              "codecarbon, csv or jsonl")
+
+
+def _csv_header(path: Path) -> list[str]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        row = next(csv.reader(fh), None)
+    if not row:
+        raise ExternalFormatError(f"{path}: empty file (expected a header line)")
+    return [c.strip() for c in row]
+
+
+def parse_time(text: str, where: str) -> float:
+    """Unix seconds from a number or an ISO 8601 text (naive = local time)."""
+    text = str(text).strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        stamp = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ExternalFormatError(f"{where}: timestamp {text!r} is neither Unix seconds nor ISO 8601") from None
+    return stamp.timestamp()  # a naive datetime is taken as local time here, as intended
+
+
+def _whole_seconds(texts: list[str]) -> bool:
+    """True when no timestamp carries a fraction of a second (CodeCarbon truncates)."""
+    for t in texts:
+        clock = t.split("T")[-1] if "T" in t else t.split(" ")[-1]
+        if "." in clock.split("+")[0].split("-")[0].split("Z")[0]:
+            return False
+    return True
+
+
+def _number(value: str, where: str, column: str) -> float:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise ExternalFormatError(f"{where}: {column} {value!r} is not a number") from None
+    if not math.isfinite(x):
+        raise ExternalFormatError(f"{where}: {column} is {value!r}")
+    return x
+
+
+def read_codecarbon(path: Path, origin_realtime_ns: int) -> Intervals:
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    header = _csv_header(path)
+    missing = [c for c in CODECARBON_REQUIRED if c not in header]
+    if missing:
+        raise ExternalFormatError(f"{path}: not a CodeCarbon emissions.csv: missing column(s) "
+                                  f"{', '.join(missing)} (needs {', '.join(CODECARBON_REQUIRED)})")
+    if not rows:
+        raise ExternalFormatError(f"{path}: no rows after the header")
+    origin_s = origin_realtime_ns / 1e9
+    groups: dict[str, list[tuple[float, float, float, str]]] = {}
+    for line, row in enumerate(rows, start=2):
+        where = f"{path}:{line}"
+        ts = parse_time(row["timestamp"], where) - origin_s
+        duration = _number(row["duration"], where, "duration")
+        energy_j = _number(row["energy_consumed"], where, "energy_consumed") * J_PER_KWH
+        if duration <= 0:
+            raise ExternalFormatError(f"{where}: duration {duration} s must be > 0")
+        groups.setdefault(row.get("run_id") or "", []).append((ts, duration, energy_j, row["timestamp"]))
+    whole = _whole_seconds([r[3] for g in groups.values() for r in g])
+    slack = 1.0 if whole else 0.0
+    starts, stops, energies, notes = [], [], [], []
+    uncertainty = 0.0
+    for run_id, group in groups.items():
+        group.sort(key=lambda r: r[1])
+        ts = np.array([r[0] for r in group])
+        dur = np.array([r[1] for r in group])
+        e = np.array([r[2] for r in group])
+        begin = ts - dur
+        lo, hi = float(begin.max()), float(begin.min()) + slack
+        cumulative = len(group) > 1 and np.all(np.diff(e) >= 0) and hi - lo > -0.5
+        if len(group) == 1 or cumulative:
+            if hi < lo:  # slightly inconsistent stamps: fall back to the median start
+                lo = hi = float(np.median(begin)) + slack / 2
+            start = (lo + hi) / 2
+            uncertainty = max(uncertainty, (hi - lo) / 2)
+            ends = start + dur
+            edges = np.concatenate([[start], ends])
+            increments = np.diff(np.concatenate([[0.0], e]))
+            starts += list(edges[:-1])
+            stops += list(edges[1:])
+            energies += list(increments)
+            if cumulative:
+                notes.append(f"run_id {run_id or '(none)'}: {len(group)} cumulative rows turned into "
+                             "consecutive increments")
+        else:
+            for t_end, d, ej, _ in group:
+                start = t_end - d + slack / 2
+                starts.append(start)
+                stops.append(start + d)
+                energies.append(ej)
+            uncertainty = max(uncertainty, slack / 2)
+    if whole:
+        notes.append("timestamps have whole seconds (CodeCarbon truncates them): interval ends are "
+                     f"known to +-{uncertainty:.2f} s")
+    order = np.argsort(starts, kind="stable")
+    return Intervals(np.asarray(starts)[order], np.asarray(stops)[order], np.asarray(energies)[order],
+                     uncertainty, notes)
+
+
+def _series_from_records(records: list[tuple[str, dict]], path: Path, origin_realtime_ns: int) -> Series:
+    if not records:
+        raise ExternalFormatError(f"{path}: no data rows")
+    first_where, first = records[0]
+    keys = set(first)
+    unknown = sorted(k for k in keys if k not in SERIES_COLUMNS)
+    if unknown:
+        raise ExternalFormatError(f"{path}: unknown column(s) {', '.join(map(repr, unknown))} "
+                                  f"(accepted: {', '.join(SERIES_COLUMNS)})")
+    if "timestamp" not in keys or not keys & {"power_w", "energy_j"}:
+        raise ExternalFormatError(f"{path}: needs 'timestamp' and 'power_w' or 'energy_j' "
+                                  f"(found: {', '.join(sorted(keys)) or 'nothing'})")
+    key = "energy_j" if "energy_j" in keys else "power_w"
+    origin_s = origin_realtime_ns / 1e9
+    t, v = [], []
+    for where, rec in records:
+        extra = sorted(k for k in rec if k not in SERIES_COLUMNS)
+        if extra:
+            raise ExternalFormatError(f"{where}: unknown key(s) {', '.join(map(repr, extra))} "
+                                      f"(accepted: {', '.join(SERIES_COLUMNS)})")
+        if key not in rec or "timestamp" not in rec:
+            raise ExternalFormatError(f"{where}: missing {'timestamp' if 'timestamp' not in rec else key}")
+        t.append(parse_time(rec["timestamp"], where) - origin_s)
+        v.append(_number(rec[key], where, key))
+    t_arr, v_arr = np.asarray(t), np.asarray(v)
+    order = np.argsort(t_arr, kind="stable")
+    notes = [] if np.all(np.diff(t_arr) >= 0) else ["rows were not in time order: sorted"]
+    t_arr, v_arr = t_arr[order], v_arr[order]
+    if len(t_arr) < 2:
+        raise ExternalFormatError(f"{path}: a series needs at least two rows")
+    if key == "energy_j":
+        if np.any(np.diff(v_arr) < 0):
+            raise ExternalFormatError(f"{path}: energy_j decreases: it must be a cumulative counter")
+        v_arr = v_arr - v_arr[0]
+    return Series(t_arr, key, v_arr, notes)
+
+
+def read_series_csv(path: Path, origin_realtime_ns: int) -> Series:
+    header = _csv_header(path)
+    unknown = [c for c in header if c not in SERIES_COLUMNS]
+    if unknown:
+        raise ExternalFormatError(f"{path}: unknown column(s) {', '.join(map(repr, unknown))} "
+                                  f"(accepted: {', '.join(SERIES_COLUMNS)})")
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        records = [(f"{path}:{i}", {k.strip(): v for k, v in row.items() if k is not None and v not in (None, "")})
+                   for i, row in enumerate(reader, start=2)]
+    return _series_from_records(records, path, origin_realtime_ns)
+
+
+def read_series_jsonl(path: Path, origin_realtime_ns: int) -> Series:
+    records = []
+    with open(path, encoding="utf-8") as fh:
+        for i, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ExternalFormatError(f"{path}:{i}: not JSON ({exc.msg})") from None
+            if not isinstance(rec, dict):
+                raise ExternalFormatError(f"{path}:{i}: expected a JSON object per line")
+            records.append((f"{path}:{i}", rec))
+    return _series_from_records(records, path, origin_realtime_ns)
+
+
+def read_candidate_file(path: str | Path, fmt: str, origin_realtime_ns: int) -> tuple[str, Intervals | Series]:
+    """``(format, data)`` for a candidate file; raises :class:`ExternalFormatError`."""
+    path = Path(path)
+    if fmt not in FORMATS:
+        raise ExternalFormatError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    if not path.is_file():
+        raise ExternalFormatError(f"{path}: no such file")
+    try:
+        if fmt == "auto":
+            fmt = detect_format(path)
+        if fmt == "codecarbon":
+            return fmt, read_codecarbon(path, origin_realtime_ns)
+        if fmt == "csv":
+            return fmt, read_series_csv(path, origin_realtime_ns)
+        return fmt, read_series_jsonl(path, origin_realtime_ns)
+    except UnicodeDecodeError:
+        raise ExternalFormatError(f"{path}: not UTF-8 text") from None
+    except csv.Error as exc:
+        raise ExternalFormatError(f"{path}: malformed CSV ({exc})") from None
