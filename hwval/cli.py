@@ -46,6 +46,7 @@ def _unavailable(name: str, exc: Exception) -> click.Command:
 COMMANDS = {
     "doctor": "hwval.commands.doctor:doctor",
     "demo": "hwval.commands.demo:demo",
+    "workload": "hwval.commands.workload:workload",
 }
 
 

@@ -23,7 +23,10 @@ def test_demo_captures_training_on_the_emulated_bench(tmp_path):
         names = set(run.stream_names)
         assert {"wall", "analyzer", "rapl_package_0"} <= names
         marks = [e.detail["mark"] for e in run.events if e.name == "mark"]
-        assert marks == ["idle_before", "epoch_start", "epoch_end", "epoch_start", "epoch_end", "idle_after"]
+        assert marks == ["idle_before", "train_start",
+                         "epoch_start", "epoch", "eval_start", "eval",
+                         "epoch_start", "epoch", "eval_start", "eval",
+                         "train_end", "idle_after"]
         for name in ("wall", "analyzer", "rapl_package_0"):
             s = run.stream(name)
             assert len(s.t) >= 4, name
