@@ -47,6 +47,9 @@ COMMANDS = {
     "doctor": "hwval.commands.doctor:doctor",
     "demo": "hwval.commands.demo:demo",
     "workload": "hwval.commands.workload:workload",
+    "analyze": "hwval.commands.analyze:analyze",
+    "calibrate": "hwval.commands.calibrate:calibrate",
+    "validate": "hwval.commands.validate:validate",
 }
 
 
