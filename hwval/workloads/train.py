@@ -112,6 +112,9 @@ class Workload:
         self.data: Dataset = load_dataset(config.data, eval_fraction=config.eval_fraction, seed=config.seed,
                                           **config.synthetic_options())
         torch = self.torch = import_torch()
+        # The first optimizer step imports torch._dynamo (1-2 s of CPU): import it here, before
+        # any mark, so epoch 1 is not charged for it.
+        import torch._dynamo  # noqa: F401
         if config.threads:
             torch.set_num_threads(config.threads)
         self.device = resolve_device(torch, config.device)
