@@ -1,0 +1,281 @@
+"""``hwval analyze``, ``hwval calibrate`` and ``hwval validate`` as commands, on run files with
+known truth (tests/analysis_runs.py writes them through the run-file layout functions)."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+
+import numpy as np
+import pytest
+
+from analysis_runs import ORIGIN_REALTIME_NS, Stream, energy_of, profile_w, write_run
+from conftest import run_hwval
+from hwval.runfile import open_run
+
+T_END = 130.0
+EVENTS = [(1.0, "pulse_start", {"pattern": "barker13", "chip_s": 0.5}), (7.5, "pulse_end", {}),
+          (20.0, "workload_start", {}),
+          (30.0, "mark", {"mark": "epoch", "epoch": 1}), (70.0, "mark", {"mark": "epoch", "epoch": 2}),
+          (120.0, "workload_end", {"exit_code": 0})]
+
+
+def _node(tmp_path, emulated=True, extra=()):
+    """Wall meter at 10 Hz (true power + 30 W the software does not see), RAPL package (40 %
+    of the true power) and DRAM (10 %) counters at 100 Hz, the core domain (part of the package,
+    25 %), and a GPU at 20 Hz reading 30 % of the true power minus 2 W."""
+    t_w = np.arange(0.0, T_END, 0.1)
+    t_r = np.arange(0.0, T_END, 0.01)
+    t_g = np.arange(0.0, T_END, 0.05)
+    e = energy_of(t_r)
+    streams = [
+        Stream("wall", "hardware", t_w, power_w=profile_w(t_w) + 30.0, driver="wt300", period_s=0.1,
+               identity={"manufacturer": "YOKOGAWA", "model": "WT310", "serial": "C2PH1"}, emulated=emulated),
+        Stream("rapl_package_0", "software", t_r, energy_j=0.4 * e, driver="rapl", scope="cpu_package",
+               identity={"zone": "intel-rapl:0", "domain": "package-0", "part_of": None}, emulated=emulated),
+        Stream("rapl_dram_0", "software", t_r, energy_j=0.1 * e, driver="rapl", scope="dram",
+               identity={"zone": "intel-rapl:0:0", "domain": "dram", "part_of": None}, emulated=emulated),
+        Stream("rapl_core_0", "software", t_r, energy_j=0.25 * e, driver="rapl", scope="core",
+               identity={"zone": "intel-rapl:0:1", "domain": "core", "part_of": "rapl_package_0"}, emulated=emulated),
+        Stream("nvml_gpu0", "software", t_g, power_w=0.3 * profile_w(t_g) - 2.0, driver="nvml", scope="gpu",
+               identity={"uuid": "GPU-test-0", "name": "A100"}, emulated=emulated),
+        *extra,
+    ]
+    path = tmp_path / "run.h5"
+    write_run(path, streams, EVENTS)
+    return path
+
+
+def test_analyze_writes_every_comparison_with_phases(tmp_path):
+    path = _node(tmp_path)
+    res = run_hwval("analyze", str(path), "--resamples", "200")
+    assert res.returncode == 0, res.stderr
+    assert "NOT SYNCHRONISED" in res.stdout and "hwval sync" in res.stdout
+    assert "software_total" in res.stdout and "unmetered power" in res.stdout
+    with open_run(path) as run:
+        entries = run.read_derived("analysis")
+    assert set(entries) == {f"{c}__vs__wall" for c in ("rapl_package_0", "rapl_dram_0", "rapl_core_0",
+                                                        "nvml_gpu0", "software_total")}
+    pkg = entries["rapl_package_0__vs__wall"]
+    for key in ("window_s", "n_bins", "bias_w", "bias_pct", "energy_ref_j", "energy_cand_j", "energy_error_pct",
+                "pearson_r", "spearman_rho", "ccc", "mae_w", "rmse_w", "mape_pct", "loa_low_w", "loa_high_w",
+                "slope", "intercept", "r2", "bias_w_ci", "ccc_ci", "slope_ci", "bootstrap_seed",
+                "bootstrap_block_bins"):
+        assert key in pkg.attrs, key
+    assert pkg.attrs["synchronised"] is False or pkg.attrs["synchronised"] == 0
+    assert pkg.attrs["n_bins"] == 100 and len(pkg.datasets["t"]) == 100
+    assert set(pkg.datasets) == {"t", "ref_w", "cand_w"}
+    # known truth over the workload: the package reads 40 % of true power, the wall true + 30 W
+    t = pkg.datasets["t"]
+    true_mean = np.mean(profile_w(np.linspace(20, 120, 100001)))
+    assert pkg.attrs["energy_ref_j"] == pytest.approx(100 * (true_mean + 30), rel=2e-3)
+    assert pkg.attrs["energy_cand_j"] == pytest.approx(0.4 * 100 * true_mean, rel=2e-3)
+    assert np.all(np.diff(t) == pytest.approx(1.0)) and t[0] == pytest.approx(20.5)
+    lo, hi = pkg.attrs["bias_w_ci"]
+    assert lo <= pkg.attrs["bias_w"] <= hi
+    # phases as children: idle before (clear of the pulse block), the pulse block, the workload,
+    # and each epoch interval
+    assert set(pkg.children) == {"workload", "idle", "pulses_1", "epoch_1", "epoch_2"}
+    assert pkg.children["epoch_1"].attrs["n_bins"] == 40 and pkg.children["epoch_2"].attrs["n_bins"] == 50
+    assert pkg.children["idle"].attrs["phase_start_s"] == pytest.approx(9.5)
+    assert pkg.children["pulses_1"].attrs["phase_kind"] == "pulses"
+    # software_total: package + DRAM + GPU, never the core domain (part of the package)
+    total = entries["software_total__vs__wall"]
+    assert json.loads(total.attrs["members"]) == ["nvml_gpu0", "rapl_dram_0", "rapl_package_0"]
+    expected_sw = 0.8 * true_mean - 2.0
+    assert total.attrs["energy_cand_j"] == pytest.approx(100 * expected_sw, rel=2e-3)
+    # unmetered = wall - software = (true + 30) - (0.8 true - 2)
+    assert total.attrs["unmetered_w"] == pytest.approx(0.2 * true_mean + 32, rel=5e-3)
+    assert total.attrs["unmetered_share_pct"] == pytest.approx(100 * (0.2 * true_mean + 32) / (true_mean + 30), rel=5e-3)
+    assert "fans" in total.attrs["unmetered_includes"]
+
+
+def test_analyze_json_psu_and_candidate_choice(tmp_path):
+    path = _node(tmp_path)
+    res = run_hwval("analyze", str(path), "--candidate", "software_total", "--psu-efficiency", "0.9",
+                    "--resamples", "100", "--json")
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert list(out["comparisons"]) == ["software_total__vs__wall"]
+    total = out["comparisons"]["software_total__vs__wall"]
+    true_mean = np.mean(profile_w(np.linspace(20, 120, 100001)))
+    wall = true_mean + 30
+    assert total["unmetered_w"] == pytest.approx(0.9 * wall - (0.8 * true_mean - 2), rel=5e-3)
+    assert total["psu_loss_w"] == pytest.approx(0.1 * wall, rel=5e-3)
+    assert out["synchronised"] == {s: False for s in ("wall", "nvml_gpu0", "rapl_dram_0", "rapl_package_0")}
+    assert set(total["phases"]) == {"workload", "idle", "pulses_1", "epoch_1", "epoch_2"}
+
+
+def test_identical_and_scaled_streams_through_the_command(tmp_path):
+    t = np.arange(0.0, T_END, 0.1)
+    p = profile_w(t)
+    path = tmp_path / "run.h5"
+    write_run(path, [Stream("wall", "hardware", t, power_w=p),
+                     Stream("same", "software", t, power_w=p.copy()),
+                     Stream("half", "software", t, power_w=0.5 * p)], EVENTS)
+    assert run_hwval("analyze", str(path), "--resamples", "50").returncode == 0
+    with open_run(path) as run:
+        a = run.read_derived("analysis")
+    same, half = a["same__vs__wall"].attrs, a["half__vs__wall"].attrs
+    assert same["bias_w"] == pytest.approx(0.0, abs=1e-9) and same["ccc"] == pytest.approx(1.0)
+    assert same["energy_error_pct"] == pytest.approx(0.0, abs=1e-9)
+    assert half["slope"] == pytest.approx(2.0, rel=1e-9) and half["intercept"] == pytest.approx(0.0, abs=1e-6)
+    assert half["energy_error_pct"] == pytest.approx(-50.0, rel=1e-9)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--reference", "nope"], "--reference 'nope': no such stream"),
+    (["--candidate", "nope"], "--candidate 'nope': no such stream"),
+    (["--bin-s", "0"], "--bin-s 0.0: must be > 0"),
+    (["--psu-efficiency", "92"], "expected a fraction in (0, 1]"),
+])
+def test_analyze_bad_input_is_one_line(tmp_path, args, message):
+    path = _node(tmp_path)
+    res = run_hwval("analyze", str(path), *args)
+    assert res.returncode == 2
+    assert res.stderr.startswith("hwval: error: ") and message in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
+
+
+def test_several_hardware_streams_ask_for_reference(tmp_path):
+    t = np.arange(0.0, 30.0, 0.1)
+    path = _node(tmp_path, extra=[Stream("plug", "hardware", t, power_w=profile_w(t), driver="tasmota")])
+    res = run_hwval("analyze", str(path))
+    assert res.returncode == 2
+    assert "several hardware streams (plug, wall)" in res.stderr and "--reference" in res.stderr
+    assert run_hwval("analyze", str(path), "--reference", "plug", "--resamples", "0").returncode == 0
+    res = run_hwval("analyze", str(tmp_path / "missing.h5"))
+    assert res.returncode == 2 and "no such file" in res.stderr
+
+
+def test_calibrate_then_analyze_applies_the_record(tmp_path):
+    path = _node(tmp_path)
+    cal_dir = tmp_path / "cal"
+    res = run_hwval("calibrate", str(path), "--meter", "nvml_gpu0", "--reference", "wall", "-o", str(cal_dir),
+                    "--resamples", "200")
+    assert res.returncode == 0, res.stderr
+    (record,) = cal_dir.glob("*.toml")
+    assert record.name == "nvml-GPU-test-0-emulated.toml"
+    doc = tomllib.loads(record.read_text())
+    # wall = true + 30 and gpu = 0.3 true - 2  =>  wall = gpu / 0.3 + 30 + 2 / 0.3
+    assert doc["fit"]["gain"] == pytest.approx(1 / 0.3, rel=0.01)
+    # (the bins at the profile's 190 W steps see each meter's sampling smear the step over its
+    # own period, 0.1 s vs 0.05 s: that moves the offset by up to a couple of watts)
+    assert doc["fit"]["offset_w"] == pytest.approx(30 + 2 / 0.3, abs=2.5)
+    lo, hi = doc["fit"]["gain_ci"]
+    assert lo <= doc["fit"]["gain"] <= hi
+    assert doc["emulated"] is True and doc["meter"]["identity"]["uuid"] == "GPU-test-0"
+    with open_run(path) as run:
+        assert doc["source"]["run_id"] == run.attrs["run_id"]
+    import hashlib
+    assert doc["source"]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert doc["fit"]["valid_min_w"] < doc["fit"]["valid_max_w"]
+    assert "valid for nvml_gpu0 between" in res.stdout
+
+    res = run_hwval("analyze", str(path), "--calibration", str(cal_dir), "--candidate", "nvml_gpu0",
+                    "--resamples", "100")
+    assert res.returncode == 0, res.stderr
+    assert "calibration applied: nvml_gpu0: gain" in res.stdout
+    with open_run(path) as run:
+        a = run.read_derived("analysis")
+    cal = a["nvml_gpu0_calibrated__vs__wall"].attrs
+    assert abs(cal["bias_w"]) < 0.5 and cal["calibration_applied"] == str(record)
+    assert abs(a["nvml_gpu0__vs__wall"].attrs["bias_w"]) > 50
+    assert a["calibration__nvml_gpu0"].attrs["gain"] == pytest.approx(doc["fit"]["gain"])
+
+    # the same GPU measured for real: an emulated record never applies
+    real = tmp_path / "real"
+    real.mkdir()
+    real_path = _node(real, emulated=False)
+    res = run_hwval("analyze", str(real_path), "--calibration", str(cal_dir), "--resamples", "0")
+    assert res.returncode == 0, res.stderr
+    assert "no record in" in res.stdout
+    with open_run(real_path) as run:
+        assert not any(k.startswith("calibration__") for k in run.read_derived("analysis"))
+
+
+def test_calibrate_errors(tmp_path):
+    path = _node(tmp_path)
+    res = run_hwval("calibrate", str(path), "--meter", "nope", "--reference", "wall")
+    assert res.returncode == 2 and "no such stream" in res.stderr
+    res = run_hwval("calibrate", str(path), "--meter", "wall", "--reference", "wall")
+    assert res.returncode == 2 and "same stream" in res.stderr
+
+
+def test_validate_a_stream_passes_and_fails_on_thresholds(tmp_path):
+    path = _node(tmp_path)
+    # the package reads 40 % of (wall - 30 W): far from the wall
+    res = run_hwval("validate", str(path), "--candidate", "rapl_package_0", "--max-bias-pct", "5")
+    assert res.returncode == 1, res.stderr
+    assert res.stdout.startswith("FAIL: rapl_package_0 against wall") and "bias" in res.stdout
+    t = np.arange(0.0, T_END, 0.1)
+    good = Stream("good", "software", t, power_w=1.01 * (profile_w(t) + 30.0))
+    (tmp_path / "b").mkdir()
+    path2 = _node(tmp_path / "b", extra=[good])
+    res = run_hwval("validate", str(path2), "--candidate", "good", "--max-energy-error-pct", "2", "--min-ccc", "0.99",
+                    "--json")
+    assert res.returncode == 0, res.stdout + res.stderr
+    v = json.loads(res.stdout)
+    assert v["verdict"] == "pass" and v["metrics"]["energy_error_pct"] == pytest.approx(1.0, abs=0.05)
+    with open_run(path2) as run:
+        stored = run.read_derived("analysis")["validation__good__vs__wall"]
+    assert stored.attrs["verdict"] == "pass" and json.loads(stored.attrs["reasons"])
+
+
+def test_validate_files_and_unusable_input(tmp_path):
+    path = _node(tmp_path)
+    o = ORIGIN_REALTIME_NS / 1e9
+    t = np.arange(15.0, 125.0, 0.5)
+    csv_path = tmp_path / "meter.csv"
+    csv_path.write_text("timestamp,power_w\n" + "".join(f"{o + x:.3f},{0.97 * (profile_w(np.array([x]))[0] + 30):.3f}\n"
+                                                         for x in t))
+    res = run_hwval("validate", str(path), "--candidate", str(csv_path), "--max-energy-error-pct", "5")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "PASS: meter.csv against wall" in res.stdout and "lag not estimated" in res.stdout
+    jl = tmp_path / "meter.jsonl"
+    e = energy_of(t)
+    jl.write_text("".join(json.dumps({"timestamp": o + x, "energy_j": 1.10 * (ej + 30 * (x - t[0]))}) + "\n"
+                          for x, ej in zip(t, e)))
+    res = run_hwval("validate", str(path), "--candidate", str(jl), "--max-energy-error-pct", "5", "--json")
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert json.loads(res.stdout)["metrics"]["energy_error_pct"] == pytest.approx(10.0, abs=0.5)
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("time,watts\n1,2\n")
+    res = run_hwval("validate", str(path), "--candidate", str(bad))
+    assert res.returncode == 2
+    assert "unknown column(s) 'time', 'watts' (accepted: timestamp, power_w, energy_j)" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
+    elsewhere = tmp_path / "elsewhere.csv"
+    elsewhere.write_text("timestamp,power_w\n1000,5\n1001,5\n")
+    res = run_hwval("validate", str(path), "--candidate", str(elsewhere))
+    assert res.returncode == 2 and "do not overlap" in res.stderr
+    res = run_hwval("validate", str(path), "--candidate", str(tmp_path / "none.csv"))
+    assert res.returncode == 2 and "no such file" in res.stderr
+
+
+def test_validate_mlperf_protocol(tmp_path):
+    # idle, then two workloads, five minutes each, 1 Hz meters: the candidate reads 3 % low
+    t = np.arange(0.0, 1000.0, 1.0) + 0.5
+    level = np.where(t < 320, 80.0, np.where(t < 640, 300.0, 240.0)) + 5 * np.sin(t / 9.0)
+    events = [(1.0, "workload_start", {}), (10.0, "mark", {"mark": "condition", "condition": "idle"}),
+              (320.0, "mark", {"mark": "condition", "condition": "resnet"}),
+              (640.0, "mark", {"mark": "condition", "condition": "bert"}), (990.0, "workload_end", {})]
+    path = tmp_path / "q.h5"
+    write_run(path, [Stream("wall", "hardware", t, power_w=level, period_s=1.0),
+                     Stream("meter", "software", t, power_w=0.97 * level, period_s=1.0)], events)
+    res = run_hwval("validate", str(path), "--candidate", "meter", "--protocol", "mlperf")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "MLPerf meter qualification" in res.stdout and res.stdout.count("[ok]") == 3
+    assert "-3.00 %" in res.stdout
+    res = run_hwval("validate", str(path), "--candidate", "meter", "--protocol", "mlperf", "--max-energy-error-pct", "2")
+    assert res.returncode == 1 and res.stdout.count("[FAIL]") == 3
+    with open_run(path) as run:
+        v = run.read_derived("analysis")["validation__meter__vs__wall"]
+    assert v.attrs["protocol"] == "mlperf" and set(v.children) == {"condition_idle", "condition_resnet", "condition_bert"}
+    assert len(v.children["condition_resnet"].attrs["ref_w"]) == 5
+    short = tmp_path / "s.h5"
+    write_run(short, [Stream("wall", "hardware", t[:200], power_w=level[:200]),
+                      Stream("meter", "software", t[:200], power_w=level[:200])], events[:2])
+    res = run_hwval("validate", str(short), "--candidate", "meter", "--protocol", "mlperf")
+    assert res.returncode == 2 and "two workload conditions" in res.stderr
