@@ -30,6 +30,9 @@ SOFTWARE_TOTAL = "software_total"
 #: RAPL scopes that add up with the GPUs without counting anything twice.
 TOTAL_RAPL_SCOPES = ("cpu_package", "dram")
 POWER_KEYS = ("power_w", "energy_j")
+#: Marker intervals analysed per comparison at most (a mark per training step would make
+#: thousands of phases of a few bins each).
+MAX_MARK_PHASES = 500
 UNMETERED_INCLUDES = (
     "everything the wall meter sees that the software meters do not: the power supply's "
     "conversion loss (unless --psu-efficiency is given), fans, disks, network cards, the "
@@ -351,6 +354,14 @@ def analyze(run, *, reference: str | None = None, candidates=(), bin_s: float | 
         notes.append(f"reference {ref} corrected by its calibration: {applied[ref].summary()}")
 
     phases = find_phases(events, span)
+    marks = [p for p in phases if p.kind == "mark"]
+    if len(marks) > MAX_MARK_PHASES:
+        # per-step marks would make thousands of tiny phases: keep the first ones, say so
+        dropped = {id(p) for p in marks[MAX_MARK_PHASES:]}
+        phases = [p for p in phases if id(p) not in dropped]
+        phase_notes = [f"{len(marks)} marker intervals: only the first {MAX_MARK_PHASES} get their own results"]
+    else:
+        phase_notes = []
     main_mask = (lo_e >= w_start - 1e-9) & (hi_e <= w_stop + 1e-9)
     if not main_mask.any():
         raise AnalysisInputError(f"{run.path}: the main window ({how}, {w_stop - w_start:.3g} s) holds no whole "
@@ -393,6 +404,7 @@ def analyze(run, *, reference: str | None = None, candidates=(), bin_s: float | 
             "phases": [p.name for p in phases],
         }
         comparisons.append(Comparison(cand, ref, members, main, results, attrs))
+    notes += phase_notes
     if not all(synchronised.values()):
         notes.append(NOT_SYNCHRONISED)
     return Analysis(str(run.path), ref, bin_s, (w_start, w_stop), how, synchronised, comparisons, applied, notes)
@@ -411,7 +423,7 @@ def _num(x: Any) -> Any:
         return None
     if isinstance(x, (np.floating, np.integer)):
         return _num(x.item())
-    if isinstance(x, list):
+    if isinstance(x, (list, tuple)):
         return [_num(v) for v in x]
     if isinstance(x, dict):
         return {k: _num(v) for k, v in x.items()}
