@@ -6,12 +6,10 @@ intervals CodeCarbon really measured."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sys
 import time
 
-import numpy as np
 import pytest
 
 from conftest import popen_hwval, run_hwval

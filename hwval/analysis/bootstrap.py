@@ -324,7 +324,6 @@ def agreement_intervals(ref_w, cand_w, width_s, *, n_resamples: int = DEFAULT_RE
     lengths = _block_plan(n, block_bins)
     blocks = len(lengths)
     batch = max(1, _BATCH_ELEMENTS // max(blocks * cols.shape[1], 1))
-    draws: list[list[tuple[int, np.ndarray]]] = []
     stats: dict[str, list[np.ndarray]] = {}
     done = 0
     while done < n_resamples:

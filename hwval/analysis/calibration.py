@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -276,6 +275,3 @@ def sha256_of(path: str | Path) -> str:
 def utc_now() -> str:
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
-
-def finite_or_nan(x: float) -> float:
-    return float(x) if x is not None and math.isfinite(x) else math.nan

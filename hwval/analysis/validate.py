@@ -25,9 +25,10 @@ import numpy as np
 from hwval import __version__
 from hwval.analysis import bootstrap, mlperf
 from hwval.analysis.calibration import utc_now
-from hwval.analysis.compare import (SOFTWARE_TOTAL, AnalysisInputError, _num, analyze, compare_bins,
+from hwval.analysis.compare import (SOFTWARE_TOTAL, AnalysisInputError, analyze, compare_bins,
                                     default_bin_s, grid, recorded_span, resolve_reference,
                                     select_streams)
+from hwval.analysis.output import plain as _num
 from hwval.analysis.external import ExternalFormatError, Intervals, Series, read_candidate_file
 from hwval.analysis.phases import find_phases, workload_window
 from hwval.runfile import DerivedEntry

@@ -58,7 +58,7 @@ def analyze(run_path, reference, candidates, bin_s, psu_efficiency, calibration_
       hwval sync runs/resnet.h5 && hwval analyze runs/resnet.h5
       hwval analyze runs/resnet.h5 --reference wall --candidate nvml_gpu0 --psu-efficiency 0.92 --json
     """
-    from hwval.analysis import compare
+    from hwval.analysis import compare, output
     from hwval.analysis.calibration import CalibrationError, load_records
     from hwval.cli import fail
 
@@ -75,11 +75,11 @@ def analyze(run_path, reference, candidates, bin_s, psu_efficiency, calibration_
             fail(str(exc))
         written = compare.write(run, result)
     if as_json:
-        out = compare.to_json(result)
+        out = output.to_json(result)
         out["written"] = [f"/analysis/{name}" for name in written]
         click.echo(json.dumps(out, indent=2, allow_nan=False))
         return
     if calibration_dir and not result.calibrations:
         click.echo(f"calibration: no record in {calibration_dir} matches a meter of this run")
-    click.echo(compare.format_table(result))
+    click.echo(output.format_table(result))
     click.echo(f"\nwritten to {run_path}: " + ", ".join(f"/analysis/{name}" for name in written))
