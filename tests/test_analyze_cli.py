@@ -279,3 +279,31 @@ def test_validate_mlperf_protocol(tmp_path):
                       Stream("meter", "software", t[:200], power_w=level[:200])], events[:2])
     res = run_hwval("validate", str(short), "--candidate", "meter", "--protocol", "mlperf")
     assert res.returncode == 2 and "two workload conditions" in res.stderr
+
+
+def test_sync_timings_are_used_when_present(tmp_path):
+    # the software meter reports 0.7 s late; /sync says so and analysis corrects it
+    t = np.arange(0.0, T_END, 0.05)
+    path = tmp_path / "run.h5"
+    write_run(path, [Stream("wall", "hardware", t, power_w=profile_w(t)),
+                     Stream("late", "software", t, power_w=profile_w(t - 0.7))], EVENTS)
+    raw = run_hwval("analyze", str(path), "--resamples", "0", "--json")
+    assert raw.returncode == 0, raw.stderr
+    before = json.loads(raw.stdout)["comparisons"]["late__vs__wall"]
+    assert before["synchronised"] is False and "hwval sync" in before["sync_note"]
+    from hwval.runfile import DerivedEntry
+    with open_run(path, "r+") as run:
+        run.replace_derived("sync", {
+            "wall": DerivedEntry(attrs={"reference": "pulses", "lag_s": 0.0, "lag_ci_s": [0.0, 0.0], "window_s": 0.0,
+                                        "drift_ppm": 0.0, "method": "test", "quality": 1.0}),
+            "late": DerivedEntry(attrs={"reference": "pulses", "lag_s": 0.7, "lag_ci_s": [0.69, 0.71], "window_s": 0.0,
+                                        "drift_ppm": 0.0, "method": "test", "quality": 1.0})}, whole=True)
+    res = run_hwval("analyze", str(path), "--resamples", "0")
+    assert res.returncode == 0, res.stderr
+    assert "NOT SYNCHRONISED" not in res.stdout and "synchronised: every stream lag-corrected" in res.stdout
+    with open_run(path) as run:
+        after = run.read_derived("analysis")["late__vs__wall"].attrs
+    assert after["synchronised"] and json.loads(after["timing"])["late"]["lag_s"] == 0.7
+    # lag-corrected, the late meter agrees with the wall bin for bin; raw, it does not
+    assert after["rmse_w"] < 1.0 < before["rmse_w"]
+    assert after["ccc"] > 0.999 > before["ccc"]
