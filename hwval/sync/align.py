@@ -58,18 +58,24 @@ def choose_key(reader) -> tuple[str, str]:
     fine-grained, else ``power_w`` with its ``semantics`` attribute.
 
     A counter is used only when its smallest step is below :data:`COARSE_COUNTER_SHARE` of the
-    mean increment per reading (checked on the first rows): integer-Wh registers are far too
-    coarse for second bins, and the meter's power key then says more.
+    energy it gains in one second (checked on the first rows): integer-Wh registers are far too
+    coarse for second bins, and the meter's power key then says more. (A fine counter read often,
+    RAPL at 1 kHz, steps by about its mean increment each reading: comparing the step with that
+    increment would call every such counter coarse.)
     """
     keys = reader.keys
     has_power = "power_w" in keys
     if "energy_j" in keys:
         if not has_power:
             return "energy_j", "counter"
-        e = reader.read(["energy_j"], 0, min(reader.n, _SAMPLE_ROWS))["energy_j"]
-        d = np.diff(e[np.isfinite(e)])
+        head = reader.read(["energy_j"], 0, min(reader.n, _SAMPLE_ROWS))
+        ok = np.isfinite(head["energy_j"])
+        e, t = head["energy_j"][ok], head["t"][ok]
+        d = np.diff(e)
         steps = d[d > 0]
-        if len(steps) and steps.min() <= COARSE_COUNTER_SHARE * max(float(np.mean(d)), 0.0):
+        span_s = float(t[-1] - t[0]) if len(t) > 1 else 0.0
+        per_second_j = float(np.sum(steps)) / span_s if span_s > 0 else 0.0
+        if len(steps) and steps.min() <= COARSE_COUNTER_SHARE * per_second_j:
             return "energy_j", "counter"
     if not has_power:
         raise KeyError(f"stream {reader.name!r} has neither power_w nor energy_j (keys: {', '.join(keys)})")
