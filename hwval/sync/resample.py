@@ -50,11 +50,36 @@ def nominal_interval_s(t_s: np.ndarray, period_s: float | None) -> float:
     return median if np.isnan(nominal) else max(nominal, median)
 
 
-def _gap_arrays(gaps) -> tuple[np.ndarray, np.ndarray]:
+def gap_arrays(gaps) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted ``(starts, stops)`` of gap intervals, overlapping ones merged."""
     if gaps is None or len(gaps) == 0:
         return np.empty(0), np.empty(0)
-    g = np.asarray(sorted((float(a), float(b)) for a, b in gaps), dtype=float).reshape(-1, 2)
+    merged: list[list[float]] = []
+    for a, b in sorted((float(a), float(b)) for a, b in gaps):
+        if merged and a <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    g = np.asarray(merged, dtype=float)
     return g[:, 0], g[:, 1]
+
+
+def links(t: np.ndarray, v: np.ndarray, interval_s: float, gap_lo: np.ndarray, gap_hi: np.ndarray) -> np.ndarray:
+    """``link[i]``: readings ``i`` and ``i + 1`` are continuous (both finite, at most
+    ``GAP_FACTOR`` intervals apart, no gap event between them); the last entry is False.
+    ``gap_lo``/``gap_hi`` are sorted, disjoint gap intervals (see :func:`gap_arrays`)."""
+    ok = np.isfinite(v) & np.isfinite(t)
+    link = ok[:-1] & ok[1:]
+    if np.isfinite(interval_s):
+        link &= np.diff(t) <= GAP_FACTOR * interval_s
+    if len(gap_lo):
+        # the first gap ending after t_i; the pair breaks if it starts before t_{i+1}
+        k = np.searchsorted(gap_hi, t[:-1], side="right")
+        inside = k < len(gap_lo)
+        hit = np.zeros(len(link), dtype=bool)
+        hit[inside] = gap_lo[k[inside]] < t[1:][inside]
+        link &= ~hit
+    return np.concatenate([link, [False]])
 
 
 class BinAccumulator:
@@ -82,7 +107,7 @@ class BinAccumulator:
         self.timing = timing
         self.interval_s = float(interval_s)
         self.half_s = 0.5 * self.interval_s if np.isfinite(self.interval_s) else 0.0
-        self.gap_lo, self.gap_hi = _gap_arrays(gaps)
+        self.gap_lo, self.gap_hi = gap_arrays(gaps)
         self.shift_s = 0.0 if method == "counter" else 0.5 * float(timing.window_s)
         n = len(self.edges)
         self.cum_j = np.full(n, np.nan)
@@ -120,18 +145,7 @@ class BinAccumulator:
         self._add(x0, x1, p0, p1)
 
     def _links(self, t: np.ndarray, v: np.ndarray) -> np.ndarray:
-        ok = np.isfinite(v) & np.isfinite(t)
-        link = ok[:-1] & ok[1:]
-        if np.isfinite(self.interval_s):
-            link &= np.diff(t) <= GAP_FACTOR * self.interval_s
-        if len(self.gap_lo):
-            # the first gap ending after t_i; the pair breaks if it starts before t_{i+1}
-            k = np.searchsorted(self.gap_hi, t[:-1], side="right")
-            inside = k < len(self.gap_lo)
-            hit = np.zeros(len(link), dtype=bool)
-            hit[inside] = self.gap_lo[k[inside]] < t[1:][inside]
-            link &= ~hit
-        return np.concatenate([link, [False]])
+        return links(t, v, self.interval_s, self.gap_lo, self.gap_hi)
 
     def _cells(self, c, v, link, first, last):
         """Window-mean cells of the valid rows first..last-1 (``c`` are window centres)."""
