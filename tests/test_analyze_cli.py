@@ -1,5 +1,8 @@
 """``hwval analyze``, ``hwval calibrate`` and ``hwval validate`` as commands, on run files with
-known truth (tests/analysis_runs.py writes them through the run-file layout functions)."""
+known truth (tests/analysis_runs.py writes them through the run-file layout functions).
+
+The commands run in-process through click's runner (an interpreter start per call would cost
+more than the analysis); one check runs the real ``hwval`` process for the one-line error."""
 
 from __future__ import annotations
 
@@ -10,10 +13,23 @@ import numpy as np
 import pytest
 
 from analysis_runs import ORIGIN_REALTIME_NS, Stream, energy_of, profile_w, write_run
-from conftest import run_hwval
+from click.testing import CliRunner
+from conftest import run_hwval as run_process
+from hwval.cli import cli
 from hwval.runfile import open_run
 
 T_END = 130.0
+
+
+class Result:
+    def __init__(self, returncode: int, stdout: str, stderr: str) -> None:
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def run_hwval(*args: str) -> Result:
+    """``hwval ARGS`` in this process; an exception (a traceback) fails the test."""
+    r = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    return Result(r.exit_code, r.stdout, r.stderr)
 EVENTS = [(1.0, "pulse_start", {"pattern": "barker13", "chip_s": 0.5}), (7.5, "pulse_end", {}),
           (20.0, "workload_start", {}),
           (30.0, "mark", {"mark": "epoch", "epoch": 1}), (70.0, "mark", {"mark": "epoch", "epoch": 2}),
@@ -242,7 +258,7 @@ def test_validate_files_and_unusable_input(tmp_path):
 
     bad = tmp_path / "bad.csv"
     bad.write_text("time,watts\n1,2\n")
-    res = run_hwval("validate", str(path), "--candidate", str(bad))
+    res = run_process("validate", str(path), "--candidate", str(bad))
     assert res.returncode == 2
     assert "unknown column(s) 'time', 'watts' (accepted: timestamp, power_w, energy_j)" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
