@@ -48,6 +48,9 @@ class Block:
     obs: Observations
     cluster_bounds_s: np.ndarray
     centre_s: float
+    #: Time resolution of the template itself (0 for commanded pulses; a reference stream's
+    #: reporting interval in the fallback): each template edge is then known only to within it.
+    template_resolution_s: float = 0.0
 
 
 @dataclass
@@ -178,11 +181,24 @@ def fit(blocks: list[Block], *, interval_s: float, lag_range: tuple[float, float
     return _assess(blocks, obs_list, lags, window, window_range is not None, interval_s)
 
 
+def _active_clusters(g: np.ndarray, cl: np.ndarray) -> int:
+    """Clusters in which the template moves (its regressor spans a quarter of its full range)."""
+    span = float(np.ptp(g)) if len(g) else 0.0
+    if span <= 0:
+        return 0
+    _, inv = np.unique(cl, return_inverse=True)
+    lo = np.full(inv.max() + 1, np.inf)
+    hi = np.full(inv.max() + 1, -np.inf)
+    np.minimum.at(lo, inv, g)
+    np.maximum.at(hi, inv, g)
+    return int(np.count_nonzero(hi - lo > 0.25 * span))
+
+
 def _assess(blocks, obs_list, lags, window, fit_w, interval_s) -> Fit:
     nb = len(blocks)
     h = max(1e-7, 1e-4 * interval_s)
     cols_n = nb + (1 if fit_w else 0) + 2 * nb
-    rows_j, rows_r, rows_c = [], [], []
+    rows_j, rows_r, rows_c, edges_b = [], [], [], []
     amps, offsets, rss_t, syy_t = np.zeros(nb), np.zeros(nb), 0.0, 0.0
     cluster_base = 0
     for bi, (b, obs, lag) in enumerate(zip(blocks, obs_list, lags)):
@@ -206,6 +222,7 @@ def _assess(blocks, obs_list, lags, window, fit_w, interval_s) -> Fit:
         rows_r.append(r)
         rows_c.append(cluster_base + cl)
         cluster_base += len(b.cluster_bounds_s) + 1
+        edges_b.append(_active_clusters(g, cl))
     jac, res, cl = np.vstack(rows_j), np.concatenate(rows_r), np.concatenate(rows_c)
     _, cl = np.unique(cl, return_inverse=True)
     n_cl = int(cl.max()) + 1
@@ -214,6 +231,12 @@ def _assess(blocks, obs_list, lags, window, fit_w, interval_s) -> Fit:
     bread = np.linalg.pinv(jac.T @ jac)
     meat = u.T @ u
     cov = bread @ meat @ bread * (n_cl / max(n_cl - 1, 1))
+    # A template known only to within its own resolution (a reference stream's cells) misplaces
+    # each of its edges by a uniform error: sd = resolution / sqrt(12) per edge, averaged over
+    # the edges the block has. The sandwich cannot see it (the model is flat inside a cell).
+    for bi, b in enumerate(blocks):
+        if b.template_resolution_s > 0:
+            cov[bi, bi] += b.template_resolution_s ** 2 / (12.0 * max(edges_b[bi], 1))
     se = np.sqrt(np.maximum(np.diag(cov), 0.0))
     r2 = 1.0 - rss_t / syy_t if syy_t > 0 else float("nan")
     amp_idx = nb + (1 if fit_w else 0) + 2 * np.arange(nb) + 1

@@ -46,6 +46,7 @@ class Meter:
     driver: str = "synthetic"
     scope: str = "wall"
     energy_unit_j: float = 0.0              # counter resolution (RAPL: 15.3e-6 J)
+    update_s: float = 0.0                   # the meter's own update interval (0: new at every read)
 
     @property
     def period_s(self) -> float:
@@ -67,6 +68,7 @@ class Scenario:
     chip_jitter_s: float = 1e-3             # how late each chip really starts (scheduling)
     gaps: list[tuple[str, float, float]] = field(default_factory=list)   # (stream, start, stop)
     never_reacts: tuple[str, ...] = ()      # streams that see only idle power
+    stop_s: float | None = None             # cut the run here (readings and events after it lost)
 
 
 @dataclass
@@ -124,9 +126,11 @@ def _plan(sc: Scenario, rng: np.random.Generator):
 def _cumulative(profile: PowerProfile):
     d = np.array([s[1] for s in profile.segments])
     p = np.array([s[0] for s in profile.segments])
-    x = np.concatenate([[0.0], np.cumsum(d)])
-    e = np.concatenate([[0.0], np.cumsum(p * d)])
-    return x, e, p
+    # before 0 the host idles at the first segment's power (readings whose window starts before
+    # the run); np.interp would otherwise hold the energy constant there
+    x = np.concatenate([[-1e6, 0.0], np.cumsum(d)])
+    e = np.concatenate([[-1e6 * p[0], 0.0], np.cumsum(p * d)])
+    return x, e, np.concatenate([[p[0]], p])
 
 
 def _readings(m: Meter, profile: PowerProfile, end_s: float, rng: np.random.Generator, idle_only: bool, idle_w: float):
@@ -137,7 +141,8 @@ def _readings(m: Meter, profile: PowerProfile, end_s: float, rng: np.random.Gene
     stamp = tau + rng.normal(0.0, m.jitter_s, len(tau)) if m.jitter_s else tau.copy()
     stamp = np.maximum.accumulate(stamp)
     mm = m.model
-    win_end = tau * (1.0 + mm.drift_ppm * 1e-6) - mm.latency_s
+    taken = np.floor(tau / m.update_s) * m.update_s if m.update_s else tau   # value held between updates
+    win_end = taken * (1.0 + mm.drift_ppm * 1e-6) - mm.latency_s
     energy = lambda xx: np.interp(xx, x, e)                                   # noqa: E731
     if m.semantics == "counter":
         c = mm.gain * energy(win_end) + mm.offset_w * win_end
@@ -154,6 +159,10 @@ def _readings(m: Meter, profile: PowerProfile, end_s: float, rng: np.random.Gene
     v = np.maximum(v, 0.0)
     if mm.quantum_w:
         v = np.round(v / mm.quantum_w) * mm.quantum_w
+    if m.update_s:
+        # one noise draw per update: a held value repeats exactly
+        first = np.concatenate([[0], np.flatnonzero(np.diff(taken) > 0) + 1])
+        v = v[first][np.searchsorted(first, np.arange(len(v)), side="right") - 1]
     return stamp, v
 
 
@@ -174,6 +183,10 @@ def build(sc: Scenario) -> tuple[Built, dict[str, tuple[np.ndarray, np.ndarray]]
     for name, g0, g1 in sc.gaps:
         events += [(g0, "gap_start", {"_stream": name, "error": "simulated"}), (g1, "gap_end", {"_stream": name})]
     events.sort(key=lambda ev: ev[0])
+    if sc.stop_s is not None:
+        end = min(end, sc.stop_s)
+        events = [ev for ev in events if ev[0] <= sc.stop_s]
+        data = {k: (t[t <= sc.stop_s], v[t <= sc.stop_s]) for k, (t, v) in data.items()}
     return Built(profile, timings, events, (0.0, end)), data
 
 
@@ -212,3 +225,24 @@ def lag_error_share(est: Timing, true: Timing, at_s: list[float], period_s: floa
 
 
 __all__ = ["BARKER13", "Built", "Meter", "Scenario", "build", "lag_error_share", "write_run"]
+
+
+def bench_meters(rng: np.random.Generator, drift_ppm: float = 50.0) -> list[Meter]:
+    """The issue's bench: a 1 Hz plug (1 s window, 0.2-0.8 s latency, 1 W steps), a 10 Hz
+    analyzer (0.1 s window), NVML at 10 Hz (1 s window, 0-0.1 s latency), a RAPL counter at
+    100 Hz, and a DC instrument at 20 Hz that stamps readings by its own clock, drifting
+    ``drift_ppm``; receipt-stamp jitter on every stream but the self-stamped one."""
+    return [
+        Meter("plug", 1.0, MeterModel(window_s=1.0, latency_s=float(rng.uniform(0.2, 0.8)), quantum_w=1.0,
+                                      noise_w=0.3), "window_mean", None, 3e-3, driver="tasmota"),
+        Meter("wt310", 10.0, MeterModel(window_s=0.1, latency_s=float(rng.uniform(0.0, 0.05)), noise_w=0.05,
+                                        quantum_w=0.01), "window_mean", 0.1, 5e-4, driver="wt300"),
+        Meter("nvml_gpu0", 10.0, MeterModel(window_s=1.0, latency_s=float(rng.uniform(0.0, 0.1)), noise_w=0.3,
+                                            gain=0.5, quantum_w=0.001), "window_mean", 1.0, 3e-4,
+              kind="software", driver="nvml", scope="gpu"),
+        Meter("rapl_package_0", 100.0, MeterModel(latency_s=float(rng.uniform(0.0, 0.002)), gain=0.4), "counter",
+              None, 1e-4, kind="software", driver="rapl", scope="cpu_package", energy_unit_j=15.3e-6),
+        Meter("n6705", 20.0, MeterModel(window_s=0.05, latency_s=float(rng.uniform(0.0, 0.02)), noise_w=0.05,
+                                        gain=0.3, drift_ppm=float(drift_ppm * rng.choice([-1.0, 1.0]))),
+              "window_mean", 0.05, 0.0, driver="n6705", scope="dc"),
+    ]

@@ -180,14 +180,15 @@ def _sync_pulses(run, names, blocks, events, max_lag_s) -> SyncResult:
 
 
 def default_reference(run, names) -> str:
-    """The fallback reference: the hardware stream that resolves power changes best (shortest
-    reporting interval plus declared window), else any stream by the same rule."""
-    events = []
+    """The fallback reference: the stream that resolves power changes best (shortest reporting
+    interval plus declared window; hardware first among equals). A sharp template keeps every
+    other stream's fit well posed: a blurred one (a 1 Hz plug) would pin sharp streams only to
+    within its own cells."""
     ranked = []
     for n in names:
-        s = StreamSource.open(run, n, events)
+        s = StreamSource.open(run, n, [])
         sharp = (s.interval_s if math.isfinite(s.interval_s) else math.inf) + (s.declared_window_s or 0.0)
-        ranked.append((s.kind != "hardware", sharp, n))
+        ranked.append((round(sharp, 9), s.kind != "hardware", n))
     return min(ranked)[2]
 
 
@@ -234,7 +235,7 @@ def _sync_against(run, names, reference, events, max_lag_s, why: str) -> SyncRes
             span = max(10 * (src.interval_s + (src.declared_window_s or 0.0)), 5.0)
             bounds = np.arange(a - max_lag_s, b + span, span)
             if obs.n >= 4:
-                blocks.append(Block(tpl, obs, bounds, 0.5 * (a + b)))
+                blocks.append(Block(tpl, obs, bounds, 0.5 * (a + b), template_resolution_s=ref.interval_s))
         if not blocks:
             entry.method, entry.note = "no_data", f"no readings overlapping {reference}"
             out[name] = entry
