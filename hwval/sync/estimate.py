@@ -37,6 +37,10 @@ COARSE_MAX_LAGS = 900
 WINDOW_GRID = 14
 Z_MIN = 5.0
 R2_MIN = 0.2
+#: Above this multiple correlation of the window with the lags the two are not separable ...
+DEGENERATE_CORR = 0.995
+#: ... nor below this spread (in periods) of the phases at which edges meet the reporting grid.
+MIN_PHASE_SPREAD = 0.05
 
 
 @dataclass
@@ -70,6 +74,7 @@ class Fit:
     n_clusters: int
     t_quantile: float
     centres_s: np.ndarray
+    lag_window_corr: float = 0.0
     notes: list[str] = field(default_factory=list)
 
 
@@ -139,7 +144,7 @@ def _coarse(blocks: list[Block], interval_s: float, lag_range, window_range, win
     return best_l[:, wi], float(grid[wi]), step
 
 
-def _refine(blocks, obs_list, lags0, w0, step, lag_range, window_range):
+def _refine(blocks, obs_list, lags0, w0, step, lag_range, window_range, fixed_window: float = 0.0):
     tpls = [b.template for b in blocks]
     nb = len(blocks)
     fit_w = window_range is not None
@@ -147,13 +152,13 @@ def _refine(blocks, obs_list, lags0, w0, step, lag_range, window_range):
     bounds = [lag_range] * nb + ([window_range] if fit_w else [])
 
     def f(x):
-        return _rss(obs_list, tpls, x[:nb], x[nb] if fit_w else 0.0)
+        return _rss(obs_list, tpls, x[:nb], x[nb] if fit_w else fixed_window)
 
     if len(x0) == 1:
         lo, hi = max(lag_range[0], x0[0] - 2 * step), min(lag_range[1], x0[0] + 2 * step)
         res = optimize.minimize_scalar(lambda v: f(np.array([v])), bounds=(lo, hi), method="bounded",
                                        options={"xatol": step * 1e-5})
-        return np.array([res.x]), 0.0
+        return np.array([res.x]), fixed_window
     simplex = [x0]
     for i in range(len(x0)):
         xi = x0.copy()
@@ -165,7 +170,7 @@ def _refine(blocks, obs_list, lags0, w0, step, lag_range, window_range):
                             options={"initial_simplex": np.array(simplex), "xatol": step * 1e-5,
                                      "fatol": 1e-12 * max(f(x0), 1e-300), "maxiter": 600 * len(x0)})
     x = res.x
-    return x[:nb], (float(x[nb]) if fit_w else 0.0)
+    return x[:nb], (float(x[nb]) if fit_w else fixed_window)
 
 
 def fit(blocks: list[Block], *, interval_s: float, lag_range: tuple[float, float],
@@ -178,7 +183,58 @@ def fit(blocks: list[Block], *, interval_s: float, lag_range: tuple[float, float
     lags0, w0, step = _coarse(blocks, interval_s, lag_range, window_range, window_guess)
     obs_list = [decimate(b.obs, REFINE_N) for b in blocks]
     lags, window = _refine(blocks, obs_list, lags0, w0, step, lag_range, window_range)
-    return _assess(blocks, obs_list, lags, window, window_range is not None, interval_s)
+    result = _assess(blocks, obs_list, lags, window, window_range is not None, interval_s)
+    if window_range is None:
+        return result
+    spread, jitter = phase_spread(blocks, lags, interval_s)
+    if result.lag_window_corr <= DEGENERATE_CORR and spread >= max(MIN_PHASE_SPREAD, 3.0 * jitter):
+        return result
+    # Lag and window trade off: the edges met the reporting grid at (nearly) one phase, so each
+    # ramp was sampled at one point and the readings fix only the lag plus a share of the window
+    # (what seems to separate them is stamp jitter).
+    why = (f"lag and window not separable: the template's edges fall at too few phases of the reporting "
+           f"grid (spread {spread:.3f} of a period; a chip length that is a multiple of the period?)")
+    if window_guess is not None and window_range[0] <= window_guess <= window_range[1]:
+        lags, _ = _refine(blocks, obs_list, lags, window_guess, step, lag_range, None, fixed_window=window_guess)
+        result = _assess(blocks, obs_list, lags, window_guess, False, interval_s)
+        result.notes.append(why + "; the declared window is used")
+        return result
+    # no declared window: any split along the valley fits, so the lag is known to half a period
+    half = 0.5 * interval_s
+    tq = result.t_quantile if np.isfinite(result.t_quantile) and result.t_quantile > 0 else 2.0
+    for bi in range(len(blocks)):
+        result.lag_cov[bi, bi] = max(result.lag_cov[bi, bi], (half / tq) ** 2)
+    result.window_se_s = max(result.window_se_s, interval_s / tq)
+    result.quality *= 0.5
+    result.notes.append(why + "; lag known to half a period, window not resolved")
+    return result
+
+
+def phase_spread(blocks, lags, interval_s: float) -> tuple[float, float]:
+    """(circular spread, relative stamp jitter) of where the template's edges fall in the
+    stream's reporting grid, both in periods. The spread is ``sqrt(-2 ln R) / (2 pi)`` of the
+    phases (R: the mean resultant length; 0 when all edges meet the grid at one phase); the
+    jitter is the standard deviation of the stamp intervals over sqrt(2)."""
+    phases, jitter = [], []
+    for b, lag in zip(blocks, lags):
+        t = b.obs.t
+        if len(t) < 3 or not np.isfinite(interval_s) or interval_s <= 0:
+            continue
+        d = np.diff(t)
+        jitter.append(float(np.std(d[d < 1.5 * interval_s])) / np.sqrt(2) if np.any(d < 1.5 * interval_s) else 0.0)
+        x, c = b.template.x, b.template.c
+        slope = np.diff(c) / np.where(np.diff(x) > 0, np.diff(x), 1.0)
+        edges = x[1:-1][np.abs(np.diff(slope)) > 1e-9 * max(np.max(np.abs(slope)), 1e-300)]
+        at = edges + lag
+        k = np.searchsorted(t, at)
+        ok = k < len(t)
+        phases.append(((t[k[ok]] - at[ok]) / interval_s) % 1.0)
+    if not phases or not sum(len(p) for p in phases):
+        return 1.0, 0.0
+    ph = np.concatenate(phases)
+    r = float(np.abs(np.mean(np.exp(2j * np.pi * ph))))
+    spread = float(np.sqrt(-2.0 * np.log(max(r, 1e-12))) / (2 * np.pi))
+    return spread, (float(np.median(jitter)) / interval_s if jitter else 0.0)
 
 
 def _active_clusters(g: np.ndarray, cl: np.ndarray) -> int:
@@ -229,6 +285,14 @@ def _assess(blocks, obs_list, lags, window, fit_w, interval_s) -> Fit:
     u = np.zeros((n_cl, cols_n))
     np.add.at(u, cl, jac * res[:, None])
     bread = np.linalg.pinv(jac.T @ jac)
+    lw_corr = 0.0
+    if fit_w:
+        # the window's multiple correlation with all the blocks' lags (R^2 = 1 - 1/(V_ww (V^-1)_ww)):
+        # each block may leave one combination free, so pairwise correlations do not show it
+        v = bread[:nb + 1, :nb + 1]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r2_w = 1.0 - 1.0 / (v[nb, nb] * np.linalg.pinv(v)[nb, nb])
+        lw_corr = float(np.sqrt(np.clip(r2_w, 0.0, 1.0))) if np.isfinite(r2_w) else 1.0
     meat = u.T @ u
     cov = bread @ meat @ bread * (n_cl / max(n_cl - 1, 1))
     # A template known only to within its own resolution (a reference stream's cells) misplaces
@@ -250,4 +314,4 @@ def _assess(blocks, obs_list, lags, window, fit_w, interval_s) -> Fit:
                window_s=float(window), window_se_s=float(se[nb]) if fit_w else 0.0, window_fitted=fit_w,
                r2=float(r2), amp_z=amp_z, quality=quality, amps=amps, offsets=offsets,
                n_readings=int(len(res)), n_clusters=n_cl, t_quantile=tq,
-               centres_s=np.array([b.centre_s for b in blocks]))
+               centres_s=np.array([b.centre_s for b in blocks]), lag_window_corr=lw_corr)

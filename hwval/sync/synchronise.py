@@ -132,8 +132,12 @@ def _result(src: StreamTiming, f: Fit) -> StreamTiming:
         src.window_s = f.window_s
         src.window_ci_s = (max(f.window_s - tq * f.window_se_s, 0.0), f.window_s + tq * f.window_se_s)
         src.window_fitted = True
-    else:
+    elif src.semantics == "counter":
         src.window_s, src.window_ci_s = 0.0, (0.0, 0.0)
+    else:                                   # not separable from the lag: the declared window
+        src.window_s, src.window_ci_s = f.window_s, (math.nan, math.nan)
+    if f.notes:
+        src.note = "; ".join(f.notes)
     return src
 
 
