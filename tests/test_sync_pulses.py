@@ -1,0 +1,99 @@
+"""The sync-pulse generator: patterns, chip timing, the marks it records, and real CPU load
+gated by chip (worker processes busy only during 1 chips)."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import run_hwval
+from hwval.runfile import open_run
+from hwval.sync.template import pulse_blocks
+from hwval.workloads import pulses
+from hwval.workloads.pulses import BARKER13, PulseError, chip_length_s, mseq, pattern_levels, run_pulses
+
+
+def _aperiodic_sidelobes(code):
+    s = 2 * np.asarray(code) - 1
+    full = np.correlate(s, s, mode="full")
+    return np.delete(full, len(s) - 1)
+
+
+def test_patterns_have_one_sharp_correlation_peak():
+    assert np.max(np.abs(_aperiodic_sidelobes(BARKER13))) == 1
+    for n in (5, 6, 7, 8, 9):
+        code = mseq(n)
+        assert len(code) == 2 ** n - 1 and sum(code) == 2 ** (n - 1)
+        s = 2 * np.asarray(code) - 1
+        periodic = [int(np.dot(s, np.roll(s, k))) for k in range(1, len(s))]
+        assert set(periodic) == {-1}                      # two-valued: N at 0, -1 elsewhere
+    assert pattern_levels("mseq5") == mseq(5)
+    with pytest.raises(PulseError, match="barker13 or mseq5..mseq9"):
+        pattern_levels("barker7")
+
+
+def test_chip_length_follows_the_slowest_meter():
+    # a 1 Hz plug averaging 1 s, a 10 Hz analyzer: 1.25 x 2 s + 0.382 x 1 s
+    assert chip_length_s([(1.0, 1.0), (0.1, 0.1)]) == pytest.approx(2.882)
+    assert chip_length_s([(0.01, 0.0)]) == 0.1
+    assert chip_length_s([]) == pulses.DEFAULT_CHIP_S
+
+
+def test_blocks_are_marked_at_each_chip_and_the_cpu_load_follows_them():
+    marks = []
+
+    def mark(name, **detail):
+        import time
+
+        marks.append((time.monotonic_ns(), name, detail))
+
+    chip = 0.05
+    out = run_pulses("barker13", chip_s=chip, blocks=2, settle_s=0.1, tail_s=0.0, cpus=1, gpus="none", mark=mark)
+    names = [m[1] for m in marks]
+    assert names == (["pulse_start"] + ["pulse_chip"] * 13 + ["pulse_end"]) * 2
+    start = marks[0][2]
+    assert start == {"pattern": "barker13", "chip_s": chip, "levels": list(BARKER13), "targets": ["cpu"]}
+    chips = [m for m in marks[:15] if m[1] == "pulse_chip"]
+    assert [c[2]["index"] for c in chips] == list(range(13))
+    assert [c[2]["level"] for c in chips] == list(BARKER13)
+    # chips on absolute deadlines: spacing chip_s (generous margin for a loaded machine)
+    t = np.array([c[0] for c in chips] + [marks[14][0]]) / 1e9
+    assert np.all(np.abs(np.diff(t) - chip) < 0.03)
+    assert abs((t[-1] - t[0]) - 13 * chip) < 0.03
+    # the worker burned CPU only during the 1 chips: 9 per block of 13
+    busy = out["busy_s"]["cpu"]
+    expected = 2 * 9 * chip
+    assert 0.3 * expected < busy < 1.3 * expected + 0.1, busy
+
+
+def test_bad_options_are_refused():
+    with pytest.raises(PulseError, match="--chip-s"):
+        run_pulses(chip_s=0.0, gpus="none")
+    with pytest.raises(PulseError, match="nothing to drive"):
+        run_pulses(cpus=0, gpus="none")
+    with pytest.raises(PulseError, match="--gpus"):
+        run_pulses(cpus=1, gpus="first")
+
+
+def test_module_command_under_a_capture_records_a_syncable_block(tmp_path):
+    out = tmp_path / "pulses.h5"
+    res = run_hwval("capture", "--no-nvml", "--no-rapl", "-m", "synthetic:constant:50?period_s=0.1&name=syn",
+                    "-o", str(out), "--", sys.executable, "-m", "hwval.workloads.pulses", "--chip-s", "0.05",
+                    "--settle-s", "0.2", "--cpus", "1", "--gpus", "none", timeout=120)
+    assert res.returncode == 0, res.stderr
+    with open_run(out) as run:
+        blocks = pulse_blocks(run.events)
+    assert len(blocks) == 1
+    b = blocks[0]
+    assert b.levels == BARKER13 and b.chip_s == 0.05 and b.targets == ("cpu",)
+    assert np.all(np.abs(np.diff(b.chip_t_s) - 0.05) < 0.03)
+    proc = run_hwval("sync", str(out))
+    # the synthetic source follows its own profile, not the host: it never reacts
+    assert proc.returncode == 0, proc.stderr
+    assert "no_response" in proc.stdout
+    bad = run_hwval("capture", "--no-nvml", "--no-rapl", "-m", "synthetic:constant:50?period_s=0.1",
+                    "-o", str(tmp_path / "bad.h5"), "--", sys.executable, "-m", "hwval.workloads.pulses",
+                    "--pattern", "nope")
+    assert bad.returncode == 2 and "hwval: error: pattern 'nope'" in bad.stderr
