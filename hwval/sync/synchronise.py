@@ -167,8 +167,10 @@ def _sync_pulses(run, names, blocks, events, max_lag_s) -> SyncResult:
             x, c = b.knots
             obs = src.observations(lo, hi)
             if obs.n >= 4:
+                # the block's time is its edges' centroid: a lag that drifts within the block is
+                # fitted as its value there (every edge pins it about equally)
                 fit_blocks.append(Block(Template(x, c), obs, _clusters_from_edges(b.edges_s),
-                                        0.5 * (b.start_s + b.end_s)))
+                                        float(np.mean(b.edges_s))))
         if not fit_blocks:
             entry.method, entry.note = "no_data", "no readings over any pulse block"
             out[name] = entry
