@@ -109,7 +109,7 @@ def main() -> None:
         wtrue = rows[0]["window_true_s"]
         wtext = "counter (no window)" if rows[0]["window_true_s"] == 0 and n.startswith("rapl") else \
             f"{np.median(w_err) * 1e3:.2f} / {w_err.max() * 1e3:.2f} ms (of {wtrue * 1e3:.0f} ms)"
-        drift_note = f" (true {'+' if rows[0]['drift_true_ppm'] > 0 else ''}-50)" if n == "n6705" else ""
+        drift_note = " (true +/-50)" if n == "n6705" else ""
         print(f"| {n} | {rows[0]['period_s']:g} s | {np.median(lag):.2f} / {np.percentile(lag, 95):.2f} / {lag.max():.2f} | "
               f"{100 * cov:.0f} % | {wtext} | {w_cov_text} | {np.median(d_err):.2f} / {d_err.max():.2f}{drift_note} | {100 * d_cov:.0f} % |")
     all_lag = 100 * np.concatenate([r["streams"][n]["lag_err_share"] for r in results for n in names])

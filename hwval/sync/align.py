@@ -125,8 +125,8 @@ def _span(run, streams) -> tuple[float, float]:
     for name in streams:
         r = run.stream_reader(name)
         if r.n:
-            t = r.read([], 0, 1)["t"][0], r.read([], r.n - 1, r.n)["t"][0]
-            lo, hi = min(lo, float(t[0])), max(hi, float(t[1]))
+            lo = min(lo, float(r.read([], 0, 1)["t"][0]))
+            hi = max(hi, float(r.read([], r.n - 1, r.n)["t"][0]))
     if not math.isfinite(lo):
         raise ValueError("none of the streams has any reading: nothing to align")
     return lo, hi

@@ -93,9 +93,7 @@ def decimate(obs: Observations, max_n: int) -> Observations:
     contiguous = np.all(tp[:, 1:] == t[:, :-1], axis=1)
     energy = np.sum(y * (t - tp), axis=1)
     t_new, tp_new = t[:, -1], tp[:, 0]
-    seg = None if obs.segment is None else obs.segment[:k * m].reshape(k, m)[:, -1]
-    out = Observations(t_new, energy / (t_new - tp_new), tp_new, seg)
-    return out.subset(contiguous)
+    return Observations(t_new, energy / (t_new - tp_new), tp_new).subset(contiguous)
 
 
 def _rss(blocks_obs, blocks_tpl, lags, window) -> float:

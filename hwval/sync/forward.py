@@ -31,14 +31,12 @@ class Observations:
 
     ``t`` are receipt stamps (s), ``y`` the power (W; for a counter the differenced energy over
     ``[t_prev, t]`` divided by its duration), ``t_prev`` the start of each counter interval
-    (None for power readings). ``segment`` labels each reading with the template edge it is
-    nearest to (for the cluster-robust interval).
+    (None for power readings).
     """
 
     t: np.ndarray
     y: np.ndarray
     t_prev: np.ndarray | None = None
-    segment: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -49,8 +47,7 @@ class Observations:
         return self.t_prev is not None
 
     def subset(self, mask: np.ndarray) -> "Observations":
-        return Observations(self.t[mask], self.y[mask], None if self.t_prev is None else self.t_prev[mask],
-                            None if self.segment is None else self.segment[mask])
+        return Observations(self.t[mask], self.y[mask], None if self.t_prev is None else self.t_prev[mask])
 
 
 @dataclass(frozen=True)

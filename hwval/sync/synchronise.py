@@ -222,9 +222,15 @@ def _sync_against(run, names, reference, events, max_lag_s, why: str) -> SyncRes
         w_hi = wr[1] if wr else 0.0
         lo_obs, hi_obs = lo + max_lag_s + w_hi, hi - max_lag_s
         if not (hi_obs - lo_obs) >= FALLBACK_MIN_S:
-            raise SyncInputError(f"{run.path}: {name} and {reference} overlap for {max(hi - lo, 0):.1f} s: too short "
-                                 f"to fit a lag without pulses (need at least {FALLBACK_MIN_S + 2 * max_lag_s + w_hi:.0f} s); "
-                                 "record longer or capture with sync pulses")
+            need = FALLBACK_MIN_S + 2 * max_lag_s + w_hi
+            if not r1 - r0 >= need:
+                raise SyncInputError(f"{run.path}: {reference} records for {max(r1 - r0, 0):.1f} s: too short to fit "
+                                     f"lags without pulses (need at least {need:.0f} s); record longer or capture "
+                                     "with sync pulses")
+            entry.method = "no_data"
+            entry.note = f"overlaps {reference} for only {max(hi - lo, 0):.1f} s (need {need:.0f} s)"
+            out[name] = entry
+            continue
         if hi_obs - lo_obs > 3 * FALLBACK_BLOCK_S:
             stretches = [(lo_obs, lo_obs + FALLBACK_BLOCK_S), (hi_obs - FALLBACK_BLOCK_S, hi_obs)]
         else:

@@ -52,13 +52,6 @@ class PulseBlock:
         lv = np.concatenate([[0], self.levels, [0]])
         return t[np.flatnonzero(np.diff(lv) != 0)]
 
-    def level_at(self, t_s: np.ndarray) -> np.ndarray:
-        x, _ = self.knots
-        idx = np.searchsorted(x, np.asarray(t_s, dtype=float), side="right") - 1
-        lv = np.asarray(self.levels + (0,), dtype=float)
-        out = np.where((idx >= 0) & (idx < len(self.levels)), lv[np.clip(idx, 0, len(lv) - 1)], 0.0)
-        return out
-
 
 def _pulse_name(ev) -> str | None:
     if ev.name in PULSE_NAMES:
