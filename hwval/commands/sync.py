@@ -75,8 +75,7 @@ def sync(run_path, reference, max_lag_s, as_json):
 
     \b
     Example:
-      hwval capture -m tasmota:/dev/ttyUSB0 -o run.h5 -- sh -c \
-        'python -m hwval.workloads.pulses --chip-s 2.882 && python train.py'
+      hwval capture -m tasmota:/dev/ttyUSB0 -o run.h5 -- sh -c 'python -m hwval.workloads.pulses && python train.py'
       hwval sync run.h5 && hwval analyze run.h5
     """
     from hwval.cli import fail
