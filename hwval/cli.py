@@ -50,6 +50,8 @@ COMMANDS = {
     "analyze": "hwval.commands.analyze:analyze",
     "calibrate": "hwval.commands.calibrate:calibrate",
     "validate": "hwval.commands.validate:validate",
+    "predict": "hwval.commands.predict:predict",
+    "sweep": "hwval.commands.sweep:sweep",
     "sync": "hwval.commands.sync:sync",
     "characterize": "hwval.commands.sync:characterize",
 }

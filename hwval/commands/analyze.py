@@ -22,6 +22,24 @@ def open_for_update(run_path: str):
         fail(f"{run_path}: cannot be opened for writing ({exc})")
 
 
+def studies_options(func):
+    """--epochs, --tradeoff and the CO2 options (see hwval.commands.analyze_studies)."""
+    func = click.option("--carbon-table", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+                        help="--tradeoff: carbon-intensity CSV overriding the shipped table "
+                             "(country,region,g_per_kwh,year,source)")(func)
+    func = click.option("--carbon-intensity", type=float, default=None, metavar="G_PER_KWH",
+                        help="--tradeoff: one fixed intensity (gCO2e/kWh) instead of the table")(func)
+    func = click.option("--location", "locations", multiple=True, metavar="COUNTRY[/REGION]",
+                        help="--tradeoff: CO2 at this location (repeatable), e.g. US/OR, TW/Taipei, DE")(func)
+    func = click.option("--tradeoff", is_flag=True,
+                        help="accuracy vs energy across the runs given (RUN.h5...), per architecture, "
+                             "with each software meter's error and CO2 per location")(func)
+    func = click.option("--epochs", is_flag=True,
+                        help="energy per epoch, evaluation, idle period and training from the workload's "
+                             "marks (hardware and every software meter); writes /analysis/epochs__<ref>")(func)
+    return func
+
+
 def bootstrap_options(func):
     func = click.option("--seed", type=int, default=None,
                         help=f"bootstrap seed (default {bootstrap.DEFAULT_SEED}, fixed so results repeat)")(func)
@@ -31,7 +49,7 @@ def bootstrap_options(func):
 
 
 @click.command("analyze")
-@click.argument("run_path", metavar="RUN.h5", type=click.Path(dir_okay=False))
+@click.argument("run_paths", metavar="RUN.h5", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--reference", default=None, metavar="STREAM",
               help="hardware stream to compare against (default: the run's only hardware stream)")
 @click.option("--candidate", "candidates", multiple=True, metavar="NAME",
@@ -45,8 +63,10 @@ def bootstrap_options(func):
 @click.option("--calibration", "calibration_dir", type=click.Path(file_okay=False), default=None,
               metavar="DIR", help="apply the calibration records in DIR whose meter identity matches")
 @bootstrap_options
+@studies_options
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-def analyze(run_path, reference, candidates, bin_s, psu_efficiency, calibration_dir, resamples, seed, as_json):
+def analyze(run_paths, reference, candidates, bin_s, psu_efficiency, calibration_dir, resamples, seed,
+            epochs, tradeoff, locations, carbon_intensity, carbon_table, as_json):
     """Compare every software meter (and software_total) with the hardware reference.
 
     Bias, energy error, correlation (Pearson, Spearman, Lin's CCC), MAE/RMSE/MAPE, Bland-Altman
@@ -57,10 +77,21 @@ def analyze(run_path, reference, candidates, bin_s, psu_efficiency, calibration_
     Example:
       hwval sync runs/resnet.h5 && hwval analyze runs/resnet.h5
       hwval analyze runs/resnet.h5 --reference wall --candidate nvml_gpu0 --psu-efficiency 0.92 --json
+      hwval analyze runs/resnet.h5 --epochs
+      hwval analyze --tradeoff runs/vgg.h5 runs/resnet.h5 --location US/OR --location TW/Taipei
     """
     from hwval.analysis import compare, output
     from hwval.analysis.calibration import CalibrationError, load_records
     from hwval.cli import fail
+    from hwval.commands.analyze_studies import run_studies
+
+    comparison = [flag for flag, v in (("--bin-s", bin_s), ("--psu-efficiency", psu_efficiency),
+                                       ("--calibration", calibration_dir)) if v is not None]
+    run_path = run_studies(run_paths, reference=reference, candidates=candidates, epochs=epochs,
+                           tradeoff=tradeoff, locations=locations, carbon_intensity=carbon_intensity,
+                           carbon_table=carbon_table, as_json=as_json, comparison_flags=comparison)
+    if run_path is None:
+        return
 
     try:
         records = load_records(calibration_dir) if calibration_dir else []
