@@ -158,3 +158,21 @@ def test_tradeoff_numbers_by_hand(tmp_path):
     assert code == 2 and "no carbon intensity for country 'XX'" in err
     code, _, err = invoke("analyze", str(vgg), str(resnet))
     assert code == 2 and "several only with --tradeoff" in err
+
+
+def test_a_late_counter_read_is_no_gap(tmp_path):
+    # a loaded host delays a 10 ms RAPL read by 0.25 s inside epoch 2: the counter lost nothing,
+    # so the epoch's energy is still exact (a stall of seconds, or a gap event, would be NaN)
+    from analysis_runs import Stream, energy_of, write_run
+    tl = Timeline()
+    t_w = np.arange(0.025, tl.end_s + 2, 0.05)
+    t_r = np.arange(0.0, tl.end_s + 2, 0.01)
+    t_r = t_r[(t_r < 20.0) | (t_r > 20.25)]
+    path = tmp_path / "late-read.h5"
+    write_run(path, [Stream("wall", "hardware", t_w, power_w=smooth_w(t_w), period_s=0.05),
+                     Stream("rapl_package_0", "software", t_r, energy_j=energy_of(t_r, smooth_w), driver="rapl",
+                            scope="cpu_package", period_s=0.01)], tl.events())
+    with open_run(path) as run:
+        res = ep.epoch_energy(run)
+    i = res.find("epoch_2")
+    assert res.energy_j["rapl_package_0"][i] == pytest.approx(true_energy(smooth_w, 18.0, 28.0), rel=2e-4)

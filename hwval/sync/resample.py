@@ -18,7 +18,7 @@ span always add up to the stream's energy over it. How readings become pieces:
 
 A bin that is not wholly covered by touching pieces is NaN: the time before the first reading,
 after the last, and every *break*: two readings further apart than ``GAP_FACTOR`` times the
-stream's interval, a NaN reading, or an interval overlapping a ``gap_start``..``gap_end``
+stream's interval (a counter's: and than ``COUNTER_GAP_S``), a NaN reading, or an interval overlapping a ``gap_start``..``gap_end``
 event. Nothing is ever interpolated across a break.
 
 The core works on blocks of rows so a 24 h stream is never loaded whole: :class:`BinAccumulator`
@@ -34,6 +34,8 @@ from hwval.sync.timing import Timing
 
 #: Consecutive readings further apart than this many reporting intervals are a gap.
 GAP_FACTOR = 3.0
+#: A counter's readings are a gap only when further apart than this too (see BinAccumulator._links).
+COUNTER_GAP_S = 1.0
 METHODS = ("counter", "window_mean", "instant")
 _TOUCH_S = 1e-9   # pieces closer than this touch (float noise of identical computations is 0)
 
@@ -145,6 +147,11 @@ class BinAccumulator:
         self._add(x0, x1, p0, p1)
 
     def _links(self, t: np.ndarray, v: np.ndarray) -> np.ndarray:
+        if self.method == "counter":
+            # A counter read late loses no energy (the next reading holds it); only its spread
+            # over the pause is interpolated. So a late read (a loaded host delays a 10 ms RAPL
+            # read by 0.1-0.2 s) is no break up to COUNTER_GAP_S; gap events still are.
+            return links(t, v, max(self.interval_s, COUNTER_GAP_S / GAP_FACTOR), self.gap_lo, self.gap_hi)
         return links(t, v, self.interval_s, self.gap_lo, self.gap_hi)
 
     def _cells(self, c, v, link, first, last):
