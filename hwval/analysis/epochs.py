@@ -215,9 +215,26 @@ def energy_over(run, streams: list[str], bounds: list[tuple[float, float]], timi
 CLIP_NOTE_S = 1.0
 
 
+def _covered_before_s(run, stream: str, timing) -> float:
+    """How long before its last stamp a stream's data ends, at most: a reading stamped t covers
+    the power up to t - lag, averaged over the window before that (lag and window from /sync, or
+    the declared window of the power dataset)."""
+    if timing is not None:
+        return max(0.0, float(timing.lag_s)) + max(0.0, float(timing.window_s))
+    reader = run.stream_reader(stream)
+    if "power_w" not in reader.keys:
+        return 0.0
+    window = reader.dataset_attrs("power_w").get("window_s")
+    try:
+        return max(0.0, float(window)) if window is not None and math.isfinite(float(window)) else 0.0
+    except (TypeError, ValueError):
+        return 0.0
+
+
 def _clip(run, streams, intervals: list[Interval], timings, notes: list[str]) -> list[Interval]:
     """Intervals within the time every stream covers: from the latest first reading to the
-    earliest last one, less the largest lag (a late meter's last reading covers earlier power).
+    earliest last one, less the largest lag + window (a late meter's last reading covers earlier
+    power).
     The capture stops right after ``workload_end``, so the workload's last fraction of a second
     is often beyond a meter's last reading; an interval that would be NaN for that is shortened
     instead (and noted when by more than :data:`CLIP_NOTE_S`)."""
@@ -226,7 +243,7 @@ def _clip(run, streams, intervals: list[Interval], timings, notes: list[str]) ->
 
     lo, hi = recorded_span(run, streams)
     known = timings_from_sync(run) if timings is None else timings
-    hi -= max([0.0] + [max(0.0, known[s].lag_s) for s in streams if s in known])
+    hi -= max(_covered_before_s(run, s, known.get(s)) for s in streams)
     out = []
     for iv in intervals:
         a, b = max(iv.start_s, lo), min(iv.stop_s, hi)
