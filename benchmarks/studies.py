@@ -14,7 +14,8 @@ how long a run takes, and ``hwval sync`` fits the lags against the sharpest stre
 instead (no pulses). The sweep's trials are too short to synchronise and are analysed on raw
 stamps. The output says which bench was used.
 
-Meters: a Tasmota plug on a pty (the hardware reference ``wall``: 0.5 s polling, 0.5 s window,
+Meters: a Tasmota plug on a pty (the hardware reference ``wall``: 0.5 s polling with a 1.5 s
+reply timeout, 0.5 s window,
 0.3 s latency, 1 W steps, 0.5 W noise, gain 1.02) and a powercap tree read as RAPL (package 55 %
 of the bench, core and DRAM subdomains), as in ``hwval demo``.
 """
@@ -103,8 +104,10 @@ def hwval(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 
 def capture_args(ready: dict) -> list[str]:
-    return ["-m", f"tasmota:{ready['tasmota']}?name=wall&period_s=0.5", "--rapl-root", ready["powercap"],
-            "--no-nvml"]
+    # a generous reply timeout: on a loaded shared machine the emulator can answer late, and a
+    # reply missed is a gap that leaves every interval it touches without hardware energy
+    return ["-m", f"tasmota:{ready['tasmota']}?name=wall&period_s=0.5&reply_timeout_s=1.5",
+            "--rapl-root", ready["powercap"], "--no-nvml"]
 
 
 def pct(x) -> str:

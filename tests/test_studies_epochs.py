@@ -176,3 +176,28 @@ def test_a_late_counter_read_is_no_gap(tmp_path):
         res = ep.epoch_energy(run)
     i = res.find("epoch_2")
     assert res.energy_j["rapl_package_0"][i] == pytest.approx(true_energy(smooth_w, 18.0, 28.0), rel=2e-4)
+
+
+def test_a_gap_makes_its_intervals_nan_and_says_so(tmp_path):
+    from analysis_runs import Stream, energy_of, write_run
+    tl = Timeline()
+    t_w = np.arange(0.025, tl.end_s + 2, 0.05)
+    t_r = np.arange(0.0, tl.end_s + 2, 0.01)
+    events = tl.events() + [(20.0, "gap_start", {"reason": "no answer"}), (20.3, "gap_end", {})]
+    events.sort(key=lambda e: e[0])
+    path = tmp_path / "gap.h5"
+    write_run(path, [Stream("wall", "hardware", t_w, power_w=smooth_w(t_w), period_s=0.05),
+                     Stream("rapl_package_0", "software", t_r, energy_j=energy_of(t_r, smooth_w), driver="rapl",
+                            scope="cpu_package", period_s=0.01)], [])
+    # gap events belong to the wall stream: write them with its name
+    import h5py
+    from hwval.runfile.documents import Event
+    from hwval.runfile.layout import append_events
+    with h5py.File(path, "r+") as f:
+        append_events(f["events"], [Event(t, n, "wall" if n.startswith("gap") else "", d) for t, n, d in events])
+    with open_run(path) as run:
+        res = ep.epoch_energy(run)
+    nan = {iv.name for iv, v in zip(res.intervals, res.energy_j["wall"]) if not np.isfinite(v)}
+    assert nan == {"workload", "train", "epoch_2"}
+    assert np.isfinite(res.energy_of("epoch_2", "rapl_package_0"))
+    assert any(n.startswith("wall: no energy for workload, train, epoch_2: gap wall 20.00..20.30 s") for n in res.notes)

@@ -298,11 +298,30 @@ def epoch_energy(run, *, reference: str | None = None, candidates=(), timings=No
         out[SOFTWARE_TOTAL] = np.sum([energies[m] for m in members], axis=0)  # NaN if any member is
         kinds[SOFTWARE_TOTAL] = "total"
         synced[SOFTWARE_TOTAL] = all(aligned.synchronised[m] for m in members)
+    _explain_nan(run, events, intervals, out, members, notes)
     if not all(synced.values()):
         notes.append("not synchronised: raw receipt timestamps were used for "
                      f"{', '.join(s for s, ok in synced.items() if not ok)} (run `hwval sync` first)")
     return EpochEnergy(str(run.path), str(run.attrs.get("run_id", "")), ref, intervals, out, kinds, synced,
                        members if SOFTWARE_TOTAL in wanted else [], notes)
+
+
+def _explain_nan(run, events, intervals: list[Interval], energy: dict[str, np.ndarray], members, notes) -> None:
+    """One note per stream with NaN intervals, naming them and the gaps that touch them."""
+    from hwval.sync.align import stream_gaps
+
+    for s, e in energy.items():
+        bad = [iv for iv, v in zip(intervals, e) if not np.isfinite(v)]
+        if not bad:
+            continue
+        sources = members if s == SOFTWARE_TOTAL else [s]
+        gaps = [(g, m) for m in sources for g in stream_gaps(events, m)
+                if any(g[0] < iv.stop_s and g[1] > iv.start_s for iv in bad)]
+        why = ("gap " + ", ".join(f"{m} {a:.2f}..{b:.2f} s" for (a, b), m in gaps[:3])
+               + (f" and {len(gaps) - 3} more" if len(gaps) > 3 else "")) if gaps else \
+            "readings missing or too far apart"
+        names = ", ".join(iv.name for iv in bad[:6]) + (f" and {len(bad) - 6} more" if len(bad) > 6 else "")
+        notes.append(f"{s}: no energy for {names}: {why} (a gap is never bridged)")
 
 
 def write(run, result: EpochEnergy) -> str:
