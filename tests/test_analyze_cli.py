@@ -247,7 +247,7 @@ def test_validate_files_and_unusable_input(tmp_path):
                                                          for x in t))
     res = run_hwval("validate", str(path), "--candidate", str(csv_path), "--max-energy-error-pct", "5")
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "PASS: meter.csv against wall" in res.stdout and "lag not estimated" in res.stdout
+    assert "PASS: meter.csv against wall" in res.stdout and "against wall's power changes" in res.stdout
     jl = tmp_path / "meter.jsonl"
     e = energy_of(t)
     jl.write_text("".join(json.dumps({"timestamp": o + x, "energy_j": 1.10 * (ej + 30 * (x - t[0]))}) + "\n"
@@ -268,6 +268,78 @@ def test_validate_files_and_unusable_input(tmp_path):
     assert res.returncode == 2 and "do not overlap" in res.stderr
     res = run_hwval("validate", str(path), "--candidate", str(tmp_path / "none.csv"))
     assert res.returncode == 2 and "no such file" in res.stderr
+
+
+def _late_series(o, lag_s, step_s=0.37):
+    """A file meter stamping each reading ``lag_s`` late (its value is the true power then),
+    at a step that is no divisor of the profile's 5 s plateaus (edges at every phase)."""
+    t = np.arange(15.0, 125.0, step_s)
+    return t, [(o + x, p) for x, p in zip(t, 0.97 * (profile_w(t - lag_s) + 30.0))]
+
+
+def test_validate_estimates_a_file_series_lag(tmp_path):
+    path = _node(tmp_path)
+    o = ORIGIN_REALTIME_NS / 1e9
+    _, rows = _late_series(o, 0.8)
+    late = tmp_path / "late.csv"
+    late.write_text("timestamp,power_w\n" + "".join(f"{ts:.3f},{p:.3f}\n" for ts, p in rows))
+    res = run_hwval("validate", str(path), "--candidate", str(late), "--min-ccc", "0.98", "--json")
+    assert res.returncode == 0, res.stdout + res.stderr
+    v = json.loads(res.stdout)
+    m = v["metrics"]
+    assert v["synchronised"] is True and m["lag_estimated"] is True
+    assert m["lag_s"] == pytest.approx(0.8, abs=0.06)
+    lo, hi = m["lag_relative_ci_s"]
+    assert lo < m["lag_relative_s"] < hi and hi - lo < 0.5
+    # 0.97 x the wall, sampled at 0.37 s (trapezoids across the plateaus' edges add their share)
+    assert m["ccc"] > 0.98 and -6.0 < m["bias_pct"] < -2.0
+
+    # a cumulative energy_j series, 1.2 s early: the counter's lag is fitted as well
+    t = np.arange(15.0, 125.0, 0.29)
+    e = energy_of(t + 1.2) + 30.0 * (t - t[0])
+    jl = tmp_path / "early.jsonl"
+    jl.write_text("".join(json.dumps({"timestamp": o + x, "energy_j": ej}) + "\n" for x, ej in zip(t, e)))
+    res = run_hwval("validate", str(path), "--candidate", str(jl), "--json")
+    assert res.returncode == 0, res.stdout + res.stderr
+    m = json.loads(res.stdout)["metrics"]
+    assert m["lag_s"] == pytest.approx(-1.2, abs=0.08) and m["ccc"] > 0.99
+    # a search range that cannot reach the lag: the counter's bins straddle the wrong edges
+    res = run_hwval("validate", str(path), "--candidate", str(jl), "--max-lag-s", "0.1", "--json")
+    short = json.loads(res.stdout)["metrics"]
+    assert abs(short["lag_s"]) <= 0.1 + 1e-9
+    assert short["rmse_w"] > 2 * m["rmse_w"] and short["ccc"] < m["ccc"] - 0.01
+    with open_run(path) as run:
+        stored = run.read_derived("analysis")["validation__early.jsonl__vs__wall"].attrs
+    assert stored["lag_estimated"] and stored["lag_s"] == pytest.approx(short["lag_s"])  # the last run's
+
+    # a meter that never follows the load: nothing to fit, its own stamps, and it says so
+    flat = tmp_path / "flat.csv"
+    flat.write_text("timestamp,power_w\n" + "".join(f"{ts:.3f},100.0\n" for ts, _ in rows))
+    res = run_hwval("validate", str(path), "--candidate", str(flat), "--max-bias-pct", "1000")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "lag not estimated" in res.stdout and "the file's own timestamps are used" in res.stdout
+
+
+def test_file_series_lag_adds_the_references_sync_lag(tmp_path):
+    # the wall reports 0.3 s late (and /sync says so); the file 0.8 s late: against the wall's
+    # raw stamps the file is 0.5 s late, and on the aligned timebase 0.8 s
+    t = np.arange(0.0, T_END, 0.1)
+    path = tmp_path / "run.h5"
+    write_run(path, [Stream("wall", "hardware", t, power_w=profile_w(t - 0.3) + 30.0)], EVENTS)
+    from hwval.runfile import DerivedEntry
+    with open_run(path, "r+") as run:
+        run.replace_derived("sync", {"wall": DerivedEntry(attrs={
+            "reference": "pulses", "lag_s": 0.3, "lag_ci_s": [0.29, 0.31], "window_s": 0.0, "drift_ppm": 0.0,
+            "method": "test", "quality": 1.0})}, whole=True)
+    _, rows = _late_series(ORIGIN_REALTIME_NS / 1e9, 0.8)
+    late = tmp_path / "late.csv"
+    late.write_text("timestamp,power_w\n" + "".join(f"{ts:.3f},{p:.3f}\n" for ts, p in rows))
+    res = run_hwval("validate", str(path), "--candidate", str(late), "--resamples", "0", "--json")
+    assert res.returncode == 0, res.stdout + res.stderr
+    m = json.loads(res.stdout)["metrics"]
+    assert m["lag_relative_s"] == pytest.approx(0.5, abs=0.06)
+    assert m["lag_s"] == pytest.approx(0.8, abs=0.06)
+    assert m["ccc"] > 0.99
 
 
 def test_validate_mlperf_protocol(tmp_path):

@@ -18,7 +18,9 @@ Formats (``hwval validate --format``):
 File times are mapped onto the run's timebase through the run's anchor pair
 (``origin_realtime_ns`` is the realtime clock at the run's origin): t_run = unix_s -
 origin_realtime_ns / 1e9. The realtime clock of the machine that wrote the file must be the
-capture host's (or synchronised to it): hwval cannot see an offset between two machines' clocks.
+capture host's (or synchronised to it). What remains between the file's stamps and the
+reference (the meter's reporting delay, a clock offset of up to ``max_lag_s``) is fitted by
+:func:`estimate_series_lag`, as the synchroniser fits a stream of the run.
 """
 
 from __future__ import annotations
@@ -263,3 +265,123 @@ def read_candidate_file(path: str | Path, fmt: str, origin_realtime_ns: int) -> 
         raise ExternalFormatError(f"{path}: not UTF-8 text") from None
     except csv.Error as exc:
         raise ExternalFormatError(f"{path}: malformed CSV ({exc})") from None
+
+
+# -- a file's series as a stream of the run: its lag, like any stream's ------------------------
+
+#: Name the file's series goes by while the synchroniser fits it (never written to the run).
+SERIES_STREAM = "_candidate_file"
+
+
+@dataclass
+class SeriesLag:
+    """The file series' timing against the run, and how it was found.
+
+    ``timing`` is None when the lag could not be estimated (``note`` says why); otherwise it is
+    the series' lag on the run's aligned timebase: the lag fitted against the reference's raw
+    stamps plus the reference's own lag from ``/sync`` (0 without it), so that aligning the
+    series with ``timing`` and the reference as :func:`hwval.sync.align` does puts both on the
+    same true time.
+    """
+
+    timing: object | None
+    relative_lag_s: float = math.nan
+    relative_lag_ci_s: tuple[float, float] = (math.nan, math.nan)
+    window_s: float = math.nan
+    quality: float = 0.0
+    note: str = ""
+
+    def attrs(self) -> dict:
+        return {"lag_estimated": self.timing is not None, "lag_s": getattr(self.timing, "lag_s", math.nan),
+                "lag_relative_s": self.relative_lag_s, "lag_relative_ci_s": list(self.relative_lag_ci_s),
+                "lag_window_s": self.window_s, "lag_quality": self.quality, "lag_note": self.note}
+
+
+class _SeriesReader:
+    """A file's series behind the run stream reader's interface (the parts hwval.sync reads)."""
+
+    def __init__(self, name: str, series: Series) -> None:
+        self.name = name
+        self._t = np.asarray(series.t_s, dtype=float)
+        self._v = np.asarray(series.values, dtype=float)
+        self._key = series.key
+        self.attrs = {"kind": "software", "driver": "file", "period_s": None}
+
+    @property
+    def n(self) -> int:
+        return len(self._t)
+
+    @property
+    def keys(self) -> list[str]:
+        return [self._key]
+
+    def dataset_attrs(self, key: str) -> dict:
+        # the accepted formats define power_w as instantaneous and energy_j as a counter
+        return {"semantics": "instant"} if key == "power_w" else {"semantics": "counter"}
+
+    def index_at(self, t_s: float) -> int:
+        return int(np.searchsorted(self._t, t_s, side="left"))
+
+    def read(self, keys: list[str], start: int = 0, stop: int | None = None) -> dict:
+        out = {"t": self._t[start:stop]}
+        for key in keys:
+            out[key] = self._v[start:stop]
+        return out
+
+
+class _RunWithSeries:
+    """The run, with the file's series as one more stream (read-only, in memory)."""
+
+    def __init__(self, run, series: Series) -> None:
+        self._run = run
+        self._reader = _SeriesReader(SERIES_STREAM, series)
+
+    @property
+    def stream_names(self) -> list[str]:
+        return [*self._run.stream_names, SERIES_STREAM]
+
+    def stream_reader(self, name: str):
+        return self._reader if name == SERIES_STREAM else self._run.stream_reader(name)
+
+    def __getattr__(self, name: str):
+        return getattr(self._run, name)
+
+
+def estimate_series_lag(run, reference: str, series: Series, max_lag_s: float | None = None) -> SeriesLag:
+    """Fit the series' lag (and averaging window) like any stream without pulses' reference.
+
+    The synchroniser's fallback (:func:`hwval.sync.synchronise.synchronise` with a stream as the
+    reference) fits the series' readings to the reference's own power changes over stretches of
+    the run; the series is given to it as one more stream of the run, so the fit is exactly the
+    one ``hwval sync --reference`` makes for a stream. A series that does not follow the
+    reference's changes, or overlaps it too briefly, keeps its own timestamps (``timing`` None).
+    """
+    from hwval.sync.align import timings_from_sync
+    from hwval.sync.synchronise import DEFAULT_MAX_LAG_S, SyncInputError, synchronise
+    from hwval.sync.timing import Timing
+
+    max_lag_s = DEFAULT_MAX_LAG_S if max_lag_s is None else float(max_lag_s)
+    try:
+        result = synchronise(_RunWithSeries(run, series), reference=reference, streams=[SERIES_STREAM],
+                             max_lag_s=max_lag_s)
+    except SyncInputError as exc:
+        return SeriesLag(None, note=f"lag not estimated ({exc}): the file's own timestamps are used")
+    st = result.streams[SERIES_STREAM]
+    if not st.synced:
+        why = st.note or st.method
+        return SeriesLag(None, quality=st.quality,
+                         note=f"lag not estimated ({why.replace(SERIES_STREAM, 'the file')}): "
+                              "the file's own timestamps are used")
+    ref_timing = timings_from_sync(run).get(reference, Timing())
+    window = st.window_s if math.isfinite(st.window_s) else 0.0
+    # the fit is against the reference's raw stamps; the reference itself is aligned with its
+    # /sync lag, so the series' lag on that timebase is the sum (drifts add likewise)
+    timing = Timing(lag_s=st.lag_s + float(ref_timing.lag_at(st.drift_origin_s)), window_s=window,
+                    drift_ppm=st.drift_ppm + ref_timing.drift_ppm, drift_origin_s=st.drift_origin_s)
+    lo, hi = st.lag_ci_s
+    note = (f"lag {st.lag_s:+.3f} s [{lo:+.3f}, {hi:+.3f}] against {reference}'s power changes "
+            f"(quality {st.quality:.2f}"
+            + (f", window {window:.2f} s" if st.window_fitted else "")
+            + (f", drift {st.drift_ppm:+.0f} ppm" if st.n_blocks > 1 else "") + ")"
+            + ("" if not st.note else f"; {st.note}"))
+    return SeriesLag(timing, st.lag_s, (lo, hi), window, st.quality, note)

@@ -7,6 +7,8 @@ and judged against thresholds: ``max_bias_pct`` (|bias| as % of the reference's 
 energy criterion is used at :data:`DEFAULT_MAX_ENERGY_ERROR_PCT` (MLPerf's 5 % accuracy target).
 ``protocol="mlperf"`` runs :mod:`hwval.analysis.mlperf` instead (tolerance: the energy threshold).
 
+A file's time series gets its lag fitted against the reference
+(:func:`hwval.analysis.external.estimate_series_lag`) before it is aligned.
 CodeCarbon rows are intervals: the reference's energy over each interval is compared with the
 row's ``energy_consumed``; bias and CCC use each interval's mean power, weighted by duration.
 """
@@ -29,7 +31,8 @@ from hwval.analysis.compare import (SOFTWARE_TOTAL, AnalysisInputError, analyze,
                                     default_bin_s, grid, recorded_span, resolve_reference,
                                     select_streams)
 from hwval.analysis.output import plain as _num
-from hwval.analysis.external import ExternalFormatError, Intervals, Series, read_candidate_file
+from hwval.analysis.external import (ExternalFormatError, Intervals, Series, estimate_series_lag,
+                                     read_candidate_file)
 from hwval.analysis.phases import find_phases, workload_window
 from hwval.runfile import DerivedEntry
 
@@ -136,7 +139,10 @@ def _label(source: str) -> str:
 
 def validate(run, source: str, *, fmt: str = "auto", reference: str | None = None,
              thresholds: Thresholds = Thresholds(), protocol: str | None = None,
-             n_resamples: int = bootstrap.DEFAULT_RESAMPLES, seed: int | None = None) -> Verdict:
+             n_resamples: int = bootstrap.DEFAULT_RESAMPLES, seed: int | None = None,
+             max_lag_s: float | None = None) -> Verdict:
+    """Judge ``source`` (module docstring). ``max_lag_s`` bounds the lag search of a file's series
+    (default: the synchroniser's)."""
     if protocol is not None and protocol not in PROTOCOLS:
         raise UnusableInput(f"--protocol {protocol!r}: expected one of {', '.join(PROTOCOLS)}")
     th, default_note = thresholds.effective()
@@ -144,7 +150,7 @@ def validate(run, source: str, *, fmt: str = "auto", reference: str | None = Non
         if source in run.stream_names or source == SOFTWARE_TOTAL:
             verdict = _validate_stream(run, source, reference, th, protocol, n_resamples, seed)
         else:
-            verdict = _validate_file(run, source, fmt, reference, th, protocol, n_resamples, seed)
+            verdict = _validate_file(run, source, fmt, reference, th, protocol, n_resamples, seed, max_lag_s)
     except (AnalysisInputError, ExternalFormatError, mlperf.ProtocolInputError) as exc:
         raise UnusableInput(str(exc)) from None
     if default_note:
@@ -177,7 +183,7 @@ def _validate_stream(run, source, reference, th, protocol, n_resamples, seed) ->
                    {"t": comp.main.t_s, "ref_w": comp.main.ref_w, "cand_w": comp.main.cand_w})
 
 
-def _validate_file(run, source, fmt, reference, th, protocol, n_resamples, seed) -> Verdict:
+def _validate_file(run, source, fmt, reference, th, protocol, n_resamples, seed, max_lag_s) -> Verdict:
     from hwval.sync import align
 
     origin = run.attrs.get("origin_realtime_ns")
@@ -201,33 +207,34 @@ def _validate_file(run, source, fmt, reference, th, protocol, n_resamples, seed)
     w_start, w_stop, how = workload_window(run.events, (lo, hi))
     edges = grid((lo, hi), w_start, bin_s)
     aligned = align(run, [ref], edges_s=edges)
-    cand_w, timing_note = _align_series(data, edges)
+    lag = estimate_series_lag(run, ref, data, max_lag_s)
+    cand_w = _align_series(data, edges, lag.timing)
     ref_w = np.asarray(aligned.power_w[ref], dtype=float)
     t = np.asarray(aligned.t_s)
-    notes = list(data.notes) + [timing_note]
-    synced = False  # a file's series has no /sync entry of its own
+    notes = list(data.notes) + [lag.note]
+    synced = lag.timing is not None  # the series' lag was fitted against the reference
     if protocol == "mlperf":
         v = _mlperf(run, label, source, fmt, ref, t, ref_w, cand_w, (lo, hi), th, synced)
         v.notes = notes + v.notes
+        v.metrics.update(lag.attrs())
         return v
     mask = (edges[:-1] >= w_start - 1e-9) & (edges[1:] <= w_stop + 1e-9)
     res = compare_bins(t[mask], ref_w[mask], cand_w[mask], bin_s, n_resamples=n_resamples, seed=seed)
     m = {**res.metrics, **res.intervals, "bin_s": bin_s, "window_start_s": w_start, "window_stop_s": w_stop,
-         "window_how": how}
+         "window_how": how, **lag.attrs()}
     if m["n_bins"] == 0:
         raise UnusableInput(f"{source}: no bin of the main window ({how}) has both the file's and {ref}'s data")
     return Verdict(label, source, fmt, ref, "", _checks(m, th), m, synced, notes,
                    {"t": res.t_s, "ref_w": res.ref_w, "cand_w": res.cand_w})
 
 
-def _align_series(data: Series, edges: np.ndarray) -> tuple[np.ndarray, str]:
-    """The file's series on the bins; its lag is not estimated here (see the note returned)."""
+def _align_series(data: Series, edges: np.ndarray, timing) -> np.ndarray:
+    """The file's series on the bins, lag-corrected with ``timing`` (None: its own stamps)."""
     from hwval.sync import align_arrays
 
     semantics = "counter" if data.key == "energy_j" else "instant"
-    power_w, _ = align_arrays(data.t_s, data.values, semantics, None, edges)
-    return (np.asarray(power_w, dtype=float),
-            "the file's series is aligned on its own timestamps (lag not estimated)")
+    power_w, _ = align_arrays(data.t_s, data.values, semantics, timing, edges)
+    return np.asarray(power_w, dtype=float)
 
 
 def _validate_intervals(run, ref, label, source, fmt, data: Intervals, span, th, n_resamples, seed,

@@ -30,10 +30,12 @@ EXIT_PASS, EXIT_FAIL, EXIT_UNUSABLE = 0, 1, 2
 @click.option("--protocol", type=click.Choice(["mlperf"]), default=None,
               help="mlperf: MLPerf meter qualification (idle + two workloads, five 1-minute windows, "
                    "Olympic scoring)")
+@click.option("--max-lag-s", type=click.FloatRange(min=0, min_open=True), default=None, metavar="S",
+              help="a file series: lag search range, +-S s against the reference (default 3)")
 @bootstrap_options
 @click.option("--json", "as_json", is_flag=True, help="machine-readable verdict")
 def validate(run_path, source, fmt, reference, max_bias_pct, min_ccc, max_energy_error_pct, protocol,
-             resamples, seed, as_json):
+             max_lag_s, resamples, seed, as_json):
     """Judge a software meter against the hardware reference: prints the verdict with its reasons
     and stores it under /analysis/validation__<candidate>__vs__<reference>.
 
@@ -53,7 +55,8 @@ def validate(run_path, source, fmt, reference, max_bias_pct, min_ccc, max_energy
     with open_for_update(run_path) as run:
         try:
             verdict = run_validation(run, source, fmt=fmt, reference=reference, thresholds=thresholds,
-                                     protocol=protocol, n_resamples=resamples, seed=seed)
+                                     protocol=protocol, n_resamples=resamples, seed=seed,
+                                     max_lag_s=max_lag_s)
         except UnusableInput as exc:
             fail(str(exc), EXIT_UNUSABLE)
         run.replace_derived("analysis", {verdict.name: verdict.entry()})
@@ -69,7 +72,7 @@ def validate(run_path, source, fmt, reference, max_bias_pct, min_ccc, max_energy
         if "energy_ref_j" in m:
             click.echo(f"  energy: {m['energy_cand_j']:.1f} J vs {m['energy_ref_j']:.1f} J over "
                        f"{m.get('n_intervals', m.get('n_bins'))} {'intervals' if 'n_intervals' in m else 'bins'}")
-        if not verdict.synchronised:
+        if not verdict.synchronised and verdict.format in ("stream", "codecarbon"):
             click.echo("  not synchronised: raw timestamps (run `hwval sync` first for lag-corrected bins)")
         for note in verdict.notes:
             click.echo(f"  note: {note}")
