@@ -136,6 +136,11 @@ def test_emulated_records_never_match_real_meters(tmp_path):
     assert not cal.matches(rec, _meter(emulated=False))
     assert cal.matches(rec, _meter(emulated=True))
     assert cal.pick([rec], _meter(emulated=False)) is None
+    # a real meter fitted against an emulated reference: the record is emulated, and its gain
+    # (the emulator's scale) must not correct the real meter either
+    real_vs_emu = _record(meter=_meter(emulated=False), reference=_meter("wall", "wt300", emulated=True))
+    assert real_vs_emu.emulated and not cal.matches(real_vs_emu, _meter(emulated=False))
+    assert cal.matches(_record(meter=_meter(emulated=False)), _meter(emulated=False))
 
 
 def test_pick_takes_the_newest():

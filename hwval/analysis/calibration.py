@@ -17,7 +17,8 @@ period changes from run to run):
    per-session ones in :data:`SESSION_FIELDS` (plugs without serial numbers, RAPL domains).
 
 The driver must always agree, and ``emulated`` must agree: a record fitted on an emulated meter
-is marked ``emulated = true`` and never applies to a real one (nor a real one to an emulator).
+(or against an emulated reference) is marked ``emulated = true`` and never applies to a real one
+(nor a real one to an emulator).
 """
 
 from __future__ import annotations
@@ -254,8 +255,9 @@ def load_records(folder: str | Path) -> list[CalibrationRecord]:
 
 
 def matches(rec: CalibrationRecord, meter: MeterDescription) -> bool:
-    """Whether ``rec`` applies to ``meter`` (module docstring). Emulated never meets real."""
-    return rec.meter.match_fields() == meter.match_fields()
+    """Whether ``rec`` applies to ``meter`` (module docstring). Emulated never meets real: nor
+    does a real meter's record fitted against an emulated reference (its gain is the emulator's)."""
+    return rec.emulated == meter.emulated and rec.meter.match_fields() == meter.match_fields()
 
 
 def pick(records: list[CalibrationRecord], meter: MeterDescription) -> CalibrationRecord | None:
