@@ -316,8 +316,10 @@ class _SeriesReader:
         return [self._key]
 
     def dataset_attrs(self, key: str) -> dict:
-        # the accepted formats define power_w as instantaneous and energy_j as a counter
-        return {"semantics": "instant"} if key == "power_w" else {"semantics": "counter"}
+        # the accepted formats define power_w as instantaneous (declared window 0: the fit still
+        # finds a window if the meter averages, and falls back to 0 when lag and window cannot be
+        # told apart) and energy_j as a counter
+        return {"semantics": "instant", "window_s": 0.0} if key == "power_w" else {"semantics": "counter"}
 
     def index_at(self, t_s: float) -> int:
         return int(np.searchsorted(self._t, t_s, side="left"))
@@ -372,13 +374,20 @@ def estimate_series_lag(run, reference: str, series: Series, max_lag_s: float | 
         return SeriesLag(None, quality=st.quality,
                          note=f"lag not estimated ({why.replace(SERIES_STREAM, 'the file')}): "
                               "the file's own timestamps are used")
+    lo, hi = st.lag_ci_s
+    if not (math.isfinite(lo) and math.isfinite(hi)) or (hi - lo) / 2 > max_lag_s:
+        # the reference's changes did not pin the series (smooth load, few edges in the fitted
+        # stretches): a lag known to worse than the whole search range would only add error
+        return SeriesLag(None, st.lag_s, (lo, hi), quality=st.quality,
+                         note=f"lag not estimated (the fit against {reference}'s power changes leaves it within "
+                              f"[{lo:+.2f}, {hi:+.2f}] s, wider than the +-{max_lag_s:g} s searched): the file's "
+                              "own timestamps are used")
     ref_timing = timings_from_sync(run).get(reference, Timing())
     window = st.window_s if math.isfinite(st.window_s) else 0.0
     # the fit is against the reference's raw stamps; the reference itself is aligned with its
     # /sync lag, so the series' lag on that timebase is the sum (drifts add likewise)
     timing = Timing(lag_s=st.lag_s + float(ref_timing.lag_at(st.drift_origin_s)), window_s=window,
                     drift_ppm=st.drift_ppm + ref_timing.drift_ppm, drift_origin_s=st.drift_origin_s)
-    lo, hi = st.lag_ci_s
     note = (f"lag {st.lag_s:+.3f} s [{lo:+.3f}, {hi:+.3f}] against {reference}'s power changes "
             f"(quality {st.quality:.2f}"
             + (f", window {window:.2f} s" if st.window_fitted else "")
