@@ -222,6 +222,7 @@ def test_generic_csv_and_jsonl(tmp_path):
     ("timestamp,watts\n1,2\n", "csv", r"unknown column\(s\) 'watts' \(accepted: timestamp, power_w, energy_j\)"),
     ("timestamp,power_w\nyesterday,3\n", "csv", "neither Unix seconds nor ISO 8601"),
     ("timestamp,power_w\n1,abc\n2,3\n", "csv", "power_w 'abc' is not a number"),
+    ("timestamp,power_w\n1,nan\n2,3\n", "csv", r"f.csv:2: power_w is 'nan': give a finite number"),
     ('{"timestamp": 1, "power": 3}\n', "jsonl", "unknown column"),
     ("not json\n", "jsonl", r":1: not JSON"),
     ("timestamp,energy_j\n1,10\n2,5\n", "csv", "cumulative"),

@@ -31,8 +31,12 @@ import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from hwval.sync.timing import Timing
 
 FORMATS = ("auto", "codecarbon", "csv", "jsonl")
 SERIES_COLUMNS = ("timestamp", "power_w", "energy_j")
@@ -115,7 +119,7 @@ def _number(value: str, where: str, column: str) -> float:
     except (TypeError, ValueError):
         raise ExternalFormatError(f"{where}: {column} {value!r} is not a number") from None
     if not math.isfinite(x):
-        raise ExternalFormatError(f"{where}: {column} is {value!r}")
+        raise ExternalFormatError(f"{where}: {column} is {value!r}: give a finite number, or leave the row out")
     return x
 
 
@@ -284,7 +288,7 @@ class SeriesLag:
     same true time.
     """
 
-    timing: object | None
+    timing: Timing | None
     relative_lag_s: float = math.nan
     relative_lag_ci_s: tuple[float, float] = (math.nan, math.nan)
     window_s: float = math.nan
