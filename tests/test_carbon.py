@@ -76,6 +76,9 @@ def test_lookup_is_case_blind_takes_the_latest_year_or_the_one_asked():
     table = CarbonTable.load()
     assert table.lookup("tw").year == 2023
     assert table.lookup("TW", year=2017).g_per_kwh == 554.0
+    # one grid: Taipei's figure is the national one in every year the table has
+    assert all(table.lookup("TW/Taipei", year=y).g_per_kwh == table.lookup("TW", year=y).g_per_kwh
+               for y in range(2017, 2024))
     assert table.lookup("us/or") == table.lookup("US/OR")
     with pytest.raises(CarbonError) as info:
         table.lookup("TW", year=1999)
