@@ -191,3 +191,16 @@ def test_training_learns_the_synthetic_classes(marks_here):
     assert len(losses) == len(accuracy) == 3
     assert losses[0] > losses[1] > losses[2] and losses[2] < 0.8 * losses[0], losses
     assert accuracy[-1] > 0.25, accuracy
+
+
+def test_cuda_asked_for_where_there_is_none_is_one_line(capsys):
+    import torch
+
+    from hwval.workloads.train import main
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert main(["--device", "cuda:0", *TINY]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hwval: error: --device cuda:0: CUDA is not available here (torch ") and err.count("\n") == 1
+    assert err.rstrip().endswith("use --device cpu or auto")
