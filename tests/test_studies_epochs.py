@@ -160,6 +160,15 @@ def test_tradeoff_numbers_by_hand(tmp_path):
     code, out, err = invoke("analyze", "--tradeoff", str(vgg), "--carbon-intensity", "0", "--json")
     assert code == 0, err
     assert [e["hardware_g"] for e in json.loads(out)["emissions"]] == [0.0]
+    table_file = tmp_path / "mine.csv"
+    table_file.write_text("country,region,g_per_kwh,year,source\nXX,Lab,100,,measured\n")
+    code, _, err = invoke("analyze", "--tradeoff", str(vgg), "--carbon-table", str(table_file))
+    assert code == 2 and err == ("hwval: error: --carbon-table needs --location COUNTRY[/REGION] (which of its rows "
+                                 "to use), e.g. --location US/OR\n")
+    code, out, err = invoke("analyze", "--tradeoff", str(vgg), "--carbon-table", str(table_file), "--location",
+                            "XX/Lab", "--json")
+    assert code == 0, err
+    assert json.loads(out)["emissions"][0]["hardware_g"] == pytest.approx(3600.0 / J_PER_KWH * 100.0)
     code, _, err = invoke("analyze", "--tradeoff", str(vgg), "--location", "XX")
     assert code == 2 and "no carbon intensity for country 'XX'" in err
     code, _, err = invoke("analyze", str(vgg), str(resnet))

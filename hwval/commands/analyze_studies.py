@@ -65,6 +65,8 @@ def _tradeoff(run_paths, reference, candidates, locations, carbon_intensity, car
 
     if candidates:
         fail("--candidate does not apply to --tradeoff (every software meter of each run is shown)")
+    if carbon_table and not locations and carbon_intensity is None:
+        fail("--carbon-table needs --location COUNTRY[/REGION] (which of its rows to use), e.g. --location US/OR")
     try:
         if carbon_intensity is not None and not locations:
             intensities = [resolve_intensity(None, fixed_g_per_kwh=carbon_intensity)]
