@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from hwval.analysis.carbon import (CarbonError, CarbonTable, emissions_g, emissions_table, format_emissions,
-                                   parse_location, resolve_intensity)
+                                   parse_location, resolve_intensity, shipped_rows)
 
 
 def test_one_kilowatt_hour_at_400_g_is_400_g():
@@ -45,10 +45,40 @@ def test_the_shipped_table_has_the_seed_study_locations_with_sources():
         assert 0 < it.g_per_kwh < 1000 and it.year and it.source
 
 
+def test_us_national_and_added_countries_by_hand():
+    table = CarbonTable.load()
+    # eGRID2023 rev2 US average, 770.884 lb CO2e/MWh; eGRID2022's 823.1 lb CO2/MWh stays for 2022
+    us = table.lookup("US")
+    assert (us.g_per_kwh, us.year, us.source) == (round(770.884 * 0.45359237, 1), 2023, "egrid2023") == (349.7, 2023,
+                                                                                                      "egrid2023")
+    assert table.lookup("US", year=2022).g_per_kwh == round(823.1 * 0.45359237, 1) == 373.4
+    # Ember Europe 2023 (237.59 g/kWh) and Ember 2022 (512.81) rounded to whole grams like OWID's table
+    gb, jp = table.lookup("GB"), table.lookup("JP")
+    assert (gb.g_per_kwh, gb.year, gb.source) == (238.0, 2023, "ember-eu-2023")
+    assert (jp.g_per_kwh, jp.year, jp.source) == (513.0, 2022, "ember-2022")
+    # the countries once cut off after IR are there
+    for loc in ("IT", "JP", "KR", "NL", "PL", "ES", "SE", "GB", "ZA", "MX"):
+        assert table.lookup(loc).g_per_kwh > 0
+
+
+def test_every_source_tag_in_the_shipped_table_is_described_in_its_header():
+    from importlib import resources
+
+    text = (resources.files("hwval.analysis") / "data" / "carbon_intensity.csv").read_text(encoding="utf-8")
+    described = {line[1:].split()[0] for line in text.splitlines()
+                 if line.startswith("#   ") and line[4:5].strip()}  # "#   tag  text"; continuations indent more
+    used = {row.source for row in shipped_rows()}
+    assert used and used <= described, used - described
+    assert "LIFECYCLE" in text and "DIRECT" in text  # the basis of each source is said
+
+
 def test_lookup_is_case_blind_takes_the_latest_year_or_the_one_asked():
     table = CarbonTable.load()
     assert table.lookup("tw").year == 2023
     assert table.lookup("TW", year=2017).g_per_kwh == 554.0
+    # one grid: Taipei's figure is the national one in every year the table has
+    assert all(table.lookup("TW/Taipei", year=y).g_per_kwh == table.lookup("TW", year=y).g_per_kwh
+               for y in range(2017, 2024))
     assert table.lookup("us/or") == table.lookup("US/OR")
     with pytest.raises(CarbonError) as info:
         table.lookup("TW", year=1999)
@@ -63,7 +93,7 @@ def test_unknown_locations_say_how_to_give_a_value():
     msg = str(info.value)
     assert msg.startswith("no carbon intensity for country 'XX' in the table; give a value with "
                           "--carbon-intensity G_PER_KWH or a CSV with --carbon-table FILE "
-                          "(columns country,region,g_per_kwh,year,source); countries in the table: AR, ")
+                          "(columns country,region,g_per_kwh,year,source); countries in the table: AE, AR, ")
     assert "\n" not in msg
     with pytest.raises(CarbonError, match=r"no carbon intensity for US/ZZ .*regions of US in the table: CA, "
                                           r"CAMX, NWPP, OR, RFCE, RFCW, SC, SRVC$"):

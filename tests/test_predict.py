@@ -152,3 +152,15 @@ def test_size_model_as_a_meter_passes_validate(tmp_path):
     assert code == 0, err
     code, out, _ = invoke("validate", str(new[0]), "--candidate", str(meter), "--max-energy-error-pct", "1")
     assert code == 1 and "FAIL" in out
+
+
+def test_size_model_fit_refuses_runs_without_work():
+    runs = [sm.RunSize(f"r{i}.h5", str(i), "vgg", 1000.0, 5000.0, 0, 0, 10.0 * (i + 1), 50.0, "wall")
+            for i in range(3)]
+    with pytest.raises(sm.AnalysisInputError, match="every run has zero macs x samples"):
+        sm.fit(runs, "macs")
+    # a run whose hardware energy is 0 J gets no residual (not a ZeroDivisionError)
+    runs = [sm.RunSize("a.h5", "a", "vgg", 1.0, 2.0, 10, 0, 0.0, 50.0, "wall"),
+            sm.RunSize("b.h5", "b", "vgg", 1.0, 2.0, 20, 0, 120.0, 50.0, "wall")]
+    model = sm.fit(runs, "macs")
+    assert np.isnan(model.runs[0]["residual_pct"]) and np.isfinite(model.runs[1]["residual_pct"])

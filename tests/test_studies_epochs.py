@@ -114,6 +114,9 @@ def test_analyze_epochs_prints_and_stores(tmp_path):
     assert doc["intervals"][names.index("train")]["error_pct"]["rapl_package_0"] == pytest.approx(-60.0, abs=0.05)
     code, _, err = invoke("analyze", str(path), "--epochs", "--bin-s", "2")
     assert code == 2 and "--bin-s applies to the comparison table" in err
+    # a zero intensity is a value given, not an absent one: refused here like any other
+    code, _, err = invoke("analyze", str(path), "--epochs", "--carbon-intensity", "0")
+    assert code == 2 and err == "hwval: error: --carbon-intensity applies to --tradeoff only (CO2 per run and location)\n"
 
 
 def constant(level_w):
@@ -154,6 +157,18 @@ def test_tradeoff_numbers_by_hand(tmp_path):
     doc = json.loads(out)
     assert doc["emissions"][1]["hardware_g"] == pytest.approx(12750.0 / 3600.0)
     assert doc["runs"][1]["error_pct"]["rapl_package_0"] == pytest.approx(-50.0)
+    code, out, err = invoke("analyze", "--tradeoff", str(vgg), "--carbon-intensity", "0", "--json")
+    assert code == 0, err
+    assert [e["hardware_g"] for e in json.loads(out)["emissions"]] == [0.0]
+    table_file = tmp_path / "mine.csv"
+    table_file.write_text("country,region,g_per_kwh,year,source\nXX,Lab,100,,measured\n")
+    code, _, err = invoke("analyze", "--tradeoff", str(vgg), "--carbon-table", str(table_file))
+    assert code == 2 and err == ("hwval: error: --carbon-table needs --location COUNTRY[/REGION] (which of its rows "
+                                 "to use), e.g. --location US/OR\n")
+    code, out, err = invoke("analyze", "--tradeoff", str(vgg), "--carbon-table", str(table_file), "--location",
+                            "XX/Lab", "--json")
+    assert code == 0, err
+    assert json.loads(out)["emissions"][0]["hardware_g"] == pytest.approx(3600.0 / J_PER_KWH * 100.0)
     code, _, err = invoke("analyze", "--tradeoff", str(vgg), "--location", "XX")
     assert code == 2 and "no carbon intensity for country 'XX'" in err
     code, _, err = invoke("analyze", str(vgg), str(resnet))

@@ -138,3 +138,18 @@ def test_one_trial_under_a_real_capture(tmp_path):
     # the synthetic meter's true power is a constant 100 W: the workload's energy is 100 W x its duration
     assert trial["energy_j"]["bench"] == pytest.approx(100.0 * trial["duration_s"], rel=1e-3)
     assert (out / "grid_001.log").read_text().startswith("epoch 1/1")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--space", "colour=red", "-m", "synthetic:constant:100"], "--space 'colour=red': 'colour' cannot be searched"),
+    (["-m", "synthetic:constant:100", "--", "--epochs", "3"],
+     "--epochs after --: the sweep sets it for every trial (use --epochs of the sweep)"),
+    (["--space", "width=8,16", "-m", "synthetic:constant:100", "--", "--width", "4"],
+     "--width after --: it is searched by --space; give it there or drop it from the space"),
+    (["--no-nvml", "--no-rapl"], "no hardware meter: give -m SPEC or -c lab.toml"),
+])
+def test_bad_sweep_command_lines_are_one_line_errors(tmp_path, args, message):
+    r = CliRunner().invoke(cli, ["sweep", "-o", str(tmp_path / "s"), *args])
+    assert r.exit_code == 2, r.stdout + r.stderr
+    assert r.stderr.startswith(f"hwval: error: {message}") and r.stderr.count("\n") == 1, r.stderr
+    assert not (tmp_path / "s" / "sweep.json").exists()

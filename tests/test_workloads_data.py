@@ -89,6 +89,22 @@ def test_train_and_test_sub_folders_are_used_as_given(tmp_path):
     assert len(d.y_train) == 6 and len(d.y_eval) == 2 and d.class_names == ["cat", "dog"]
 
 
+def test_a_train_folder_alone_is_split_not_taken_for_one_class(tmp_path):
+    image_folder(tmp_path / "set" / "train", per_class=5)
+    d = load_dataset(str(tmp_path / "set"), eval_fraction=0.2)
+    assert d.class_names == ["cat", "dog"] and len(d.y_train) == 8 and len(d.y_eval) == 2
+
+
+def test_a_folder_that_cannot_be_listed_is_one_line(tmp_path):
+    from hwval.workloads.data import _listing
+
+    # (the tests run as root, where permissions cannot make iterdir fail; a file can)
+    f = tmp_path / "plain.txt"
+    f.write_text("x")
+    message = one_line_error(_listing, f)
+    assert message.startswith(f"{f}: cannot list the folder (")
+
+
 def test_grayscale_images_and_npy_files(tmp_path):
     for k in range(2):
         write_png(tmp_path / "g" / f"c{k}" / "a.png", (10, 10, 1), value=k * 100, mode="L")

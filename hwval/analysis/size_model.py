@@ -163,6 +163,9 @@ def fit(runs: Sequence[RunSize], feature: str = "macs") -> SizeModel:
     if not (np.all(np.isfinite(w)) and np.all(np.isfinite(e))):
         bad = [r.path for r, wi, ei in zip(runs, w, e) if not (np.isfinite(wi) and np.isfinite(ei))]
         raise AnalysisInputError(f"no size or no hardware energy for {', '.join(bad)} (a gap in the training?)")
+    if not np.any(w > 0):
+        raise AnalysisInputError(f"every run has zero {feature} x samples: nothing to fit the size model on "
+                                 "(did the runs process any samples?)")
     notes = []
     if len(runs) >= MIN_RUNS_FOR_INTERCEPT and np.ptp(w) > 0:
         b = float(np.sum((w - w.mean()) * (e - e.mean())) / np.sum((w - w.mean()) ** 2))
@@ -181,7 +184,8 @@ def fit(runs: Sequence[RunSize], feature: str = "macs") -> SizeModel:
         notes.append("no fitted run has an idle_before period: the meter reports 0 W outside training")
     table = [{"path": r.path, "run_id": r.run_id, "arch": r.arch, "size": r.size(feature), "work": r.work(feature),
               "train_samples": r.train_samples, "eval_samples": r.eval_samples, "energy_j": r.energy_j,
-              "predicted_j": float(p), "residual_pct": 100.0 * (float(p) - r.energy_j) / r.energy_j}
+              "predicted_j": float(p),
+              "residual_pct": 100.0 * (float(p) - r.energy_j) / r.energy_j if r.energy_j else math.nan}
              for r, p in zip(runs, pred)]
     refs = sorted({r.reference for r in runs})
     return SizeModel(feature, a, b, idle, r2, table, ", ".join(refs), utc_now(), notes)

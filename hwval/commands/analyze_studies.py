@@ -14,8 +14,9 @@ def run_studies(run_paths, *, reference, candidates, epochs, tradeoff, locations
     comparison. One-line errors (exit 2) for option mixes that cannot mean anything."""
     from hwval.cli import fail
 
-    co2 = [flag for flag, v in (("--location", locations), ("--carbon-intensity", carbon_intensity),
-                                ("--carbon-table", carbon_table)) if v]
+    # "is not None": --carbon-intensity 0 is a value given (a fully renewable supply), not an absent one
+    co2 = [flag for flag, v in (("--location", locations or None), ("--carbon-intensity", carbon_intensity),
+                                ("--carbon-table", carbon_table)) if v is not None]
     if co2 and not tradeoff:
         fail(f"{co2[0]} applies to --tradeoff only (CO2 per run and location)")
     if epochs and tradeoff:
@@ -64,6 +65,8 @@ def _tradeoff(run_paths, reference, candidates, locations, carbon_intensity, car
 
     if candidates:
         fail("--candidate does not apply to --tradeoff (every software meter of each run is shown)")
+    if carbon_table and not locations and carbon_intensity is None:
+        fail("--carbon-table needs --location COUNTRY[/REGION] (which of its rows to use), e.g. --location US/OR")
     try:
         if carbon_intensity is not None and not locations:
             intensities = [resolve_intensity(None, fixed_g_per_kwh=carbon_intensity)]

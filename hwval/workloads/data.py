@@ -8,7 +8,8 @@ Three sources, chosen by ``--data``:
   contrast, overlaid with an unrelated grating and buried in Gaussian noise, so a CNN climbs
   well above chance within a few epochs but does not reach 100 % in the first.
 - a folder with one sub-folder per class (``DATA/<class>/<file>``), or with ``train/`` and
-  ``test/`` (or ``val/``, ``eval/``) folders of those; files are images read with Pillow
+  ``test/`` (or ``val/``, ``eval/``) folders of those (``train/`` alone: ``--eval-fraction`` of it
+  is held out); files are images read with Pillow
   (optional: ``pip install pillow``) or ``.npy`` arrays (H,W / H,W,C / C,H,W).
 - an ``.npz`` file with ``x`` (N,H,W,C or N,C,H,W or N,H,W; uint8 or float) and ``y`` (N
   integer labels), and optionally ``x_eval``/``y_eval`` (or ``x_test``/``y_test``).
@@ -126,8 +127,15 @@ def synthetic(train_samples: int = 2048, eval_samples: int = 512, classes: int =
 # ---------------------------------------------------------------- folders
 
 
+def _listing(folder: Path) -> list[Path]:
+    try:
+        return sorted(folder.iterdir())
+    except OSError as exc:  # permissions, a folder removed while being read
+        raise DataError(f"{folder}: cannot list the folder ({exc.strerror or exc})") from None
+
+
 def _class_dirs(root: Path) -> list[Path]:
-    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return [p for p in _listing(root) if p.is_dir() and not p.name.startswith(".")]
 
 
 def _read_image(path: Path) -> np.ndarray:
@@ -174,8 +182,8 @@ def _read_class_folders(root: Path) -> tuple[list[np.ndarray], list[int], list[s
                         "sub-folders")
     images, labels, paths = [], [], []
     for label, d in enumerate(dirs):
-        files = sorted(p for p in d.iterdir() if p.is_file() and not p.name.startswith(".")
-                       and p.suffix.lower() in (*IMAGE_SUFFIXES, ".npy"))
+        files = [p for p in _listing(d) if p.is_file() and not p.name.startswith(".")
+                 and p.suffix.lower() in (*IMAGE_SUFFIXES, ".npy")]
         if not files:
             raise DataError(f"{d}: no image files (expected {', '.join(IMAGE_SUFFIXES)} or .npy)")
         for f in files:
@@ -217,6 +225,9 @@ def load_folder(path: str | os.PathLike, eval_fraction: float = 0.2, seed: int =
         x = _stack_same_shape(imgs + e_imgs, paths + e_paths)
         n = len(imgs)
         return finish(x[:n], np.array(labels), x[n:], np.array(e_labels), names, str(root))
+    if train_dir.is_dir() and {p.name for p in _class_dirs(root)} == {"train"}:
+        # train/ alone (no test/, val/ or eval/ beside it): its classes, with a held-out share
+        root = train_dir
     imgs, labels, names, paths = _read_class_folders(root)
     x = _stack_same_shape(imgs, paths)
     return finish(*_split(x, np.array(labels), eval_fraction, seed, str(root)), names, str(root))
