@@ -8,6 +8,7 @@ import math
 import numpy as np
 
 from hwval.runfile.reader import RunFile
+from hwval.runfile.schema import EventName
 
 #: An interval longer than this many nominal periods (or median intervals) counts as a gap.
 GAP_FACTOR = 3.0
@@ -38,7 +39,7 @@ def summarize(run: RunFile) -> dict:
             "samples": n, "mean_rate_hz": (n - 1) / span if span > 0 else 0.0,
             "first_t_s": float(s.t[0]) if n else None, "last_t_s": float(s.t[-1]) if n else None,
             "gaps": stream_gaps(s.t, period),
-            "gap_events": sum(1 for e in events if e.name == "gap_start" and e.stream == s.name),
+            "gap_events": sum(1 for e in events if e.name == EventName.GAP_START and e.stream == s.name),
             "dropped": int(s.attrs.get("dropped_readings", 0)),
             "error_counts": s.error_counts,
             "mean_power_w": float(np.nanmean(power)) if power is not None and n and not np.all(np.isnan(power)) else None,
