@@ -146,10 +146,14 @@ def write_json(run: RunFile, out: IO[str]) -> None:
     out.write(head[:-len("[]\n}")] + "[")
     sep = "\n"
     lines: list[str] = []
+    # A run has few distinct names and streams: each is JSON-encoded once.
+    encoded: dict[str, str] = {}
     for t, name, stream, detail in run.iter_event_rows():
+        n = encoded.get(name) or encoded.setdefault(name, json.dumps(name))
+        s = encoded.get(stream) or encoded.setdefault(stream, json.dumps(stream))
+        tj = repr(t) if t - t == 0 else json.dumps(t)  # json.dumps's NaN/Infinity for non-finite
         # detail is the file's own JSON text, already checked to be one object: written as it is.
-        lines.append(f'{sep}    {{"t": {json.dumps(t)}, "name": {json.dumps(name)}, '
-                     f'"stream": {json.dumps(stream)}, "detail": {detail or "{}"}}}')
+        lines.append(f'{sep}    {{"t": {tj}, "name": {n}, "stream": {s}, "detail": {detail or "{}"}}}')
         sep = ",\n"
         if len(lines) >= 4096:
             out.write("".join(lines))
