@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from hwval.cli import cli
 from hwval.runfile import schema
 from hwval.runfile.reader import RunFileError, open_run
-from runfile_builder import documents, write_file, write_journal
+from runfile_builder import documents, write_file
 
 
 def _set(obj: str, attr: str, value):
