@@ -132,8 +132,8 @@ def summarize(run: RunFile, events_limit: int | None = None) -> dict:
     if emulated:
         summary["warnings"].append(f"emulated (not real meters): {', '.join(emulated)}")
     summary["events"] = [
-        {"t": t, "name": name, "stream": stream, "detail": json.loads(detail) if detail else {}}
-        for t, name, stream, detail in run.iter_event_rows(0, events_limit)]
+        {"t": t, "name": name, "stream": stream, "detail": detail}
+        for t, name, stream, detail in run.iter_event_rows(0, events_limit, parsed=True)]
     return summary
 
 

@@ -145,8 +145,8 @@ class RunFile:
     @property
     def events(self) -> list[Event]:
         """All events in time order (loads them all: see :meth:`iter_event_rows` for big runs)."""
-        return [Event(t, name, stream, json.loads(detail) if detail else {})
-                for t, name, stream, detail in self.iter_event_rows()]
+        return [Event(t, name, stream, detail)
+                for t, name, stream, detail in self.iter_event_rows(parsed=True)]
 
     @property
     def event_count(self) -> int:
@@ -164,10 +164,11 @@ class RunFile:
             return None
         return np.argsort(t, kind="stable")
 
-    def iter_event_rows(self, start: int = 0, stop: int | None = None
-                        ) -> Iterator[tuple[float, str, str, str]]:
-        """Events ``[start, stop)`` in time order as ``(t, name, stream, detail JSON text)``, read
-        and checked block by block; a detail that is not a JSON object raises RunFileError."""
+    def iter_event_rows(self, start: int = 0, stop: int | None = None, parsed: bool = False
+                        ) -> Iterator[tuple[float, str, str, Any]]:
+        """Events ``[start, stop)`` in time order as ``(t, name, stream, detail)``, read and
+        checked block by block: detail is the JSON text (a dict when ``parsed``); a detail that is
+        not a JSON object raises RunFileError."""
         n = self.event_count
         stop = n if stop is None else min(stop, n)
         if start >= stop:
@@ -180,10 +181,10 @@ class RunFile:
             cols = _read_rows(ev, rows)
             details = cols["detail"]
             try:
-                _check_details(details, rows)
+                dicts = _parse_details(details, rows)
             except RunFileError as exc:
                 raise RunFileError(f"{self.path}: {exc}") from None
-            yield from zip(cols["t"].tolist(), cols["name"], cols["stream"], details)
+            yield from zip(cols["t"].tolist(), cols["name"], cols["stream"], dicts if parsed else details)
 
     def event_rows_named(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """``(t, stream)`` of every event called ``name``, scanning the name column by blocks."""
@@ -223,19 +224,18 @@ def _read_rows(ev: h5py.Group, rows: np.ndarray) -> dict[str, Any]:
     return out
 
 
-def _check_details(details: Any, rows: np.ndarray) -> None:
-    """Every detail must be "" or JSON text of an object. One parse of the whole block is much
-    faster than one per row; a row that fails is then found (and named) row by row."""
-    cheap = all(not d or (d[0] == "{" and d[-1] == "}") for d in details)
-    if cheap:
+def _parse_details(details: Any, rows: np.ndarray) -> list[dict[str, Any]]:
+    """Every detail as a dict ("" is {}); each must be JSON text of an object. One parse of the
+    whole block is much faster than one per row; when it fails, the rows are parsed one by one,
+    so the one at fault is named."""
+    if all(not d or (d[0] == "{" and d[-1] == "}") for d in details):
         try:
             parsed = json.loads("[" + ",".join(d or "{}" for d in details) + "]")
         except ValueError:
             parsed = None
         if parsed is not None and len(parsed) == len(details) and all(isinstance(p, dict) for p in parsed):
-            return
-    for d, row in zip(details, rows.tolist()):
-        schema.event_detail(d, row)
+            return parsed
+    return [schema.event_detail(d, row) for d, row in zip(details, rows.tolist())]
 
 
 def open_run(path: str | os.PathLike, mode: str = "r") -> RunFile:
