@@ -161,24 +161,26 @@ def info(run_path, as_json):
     Example:
       hwval info runs/20261127-101500.h5 --json
     """
-    import json as _json
-
-    from hwval.runfile.info import format_summary, summarize
+    from hwval.runfile.info import format_summary, summarize, write_json
     from hwval.runfile.reader import RunFileError, open_run, recover_hint_for
 
     try:
         with open_run(run_path) as run:
-            summary = summarize(run)
+            if as_json:  # written as read: a million events never sit in memory at once
+                write_json(run, sys.stdout)
+                return
+            summary = summarize(run, events_limit=INFO_EVENTS_SHOWN)
     except RunFileError as exc:
         fail(str(exc))
     except (OSError, KeyError) as exc:
         # The file opened but a dataset cannot be read: a capture killed in the middle of an
         # HDF5 write can leave that; the journal (when there) still has everything.
         fail(f"{run_path}: damaged run file ({type(exc).__name__}: {exc}){recover_hint_for(run_path)}")
-    if as_json:
-        click.echo(_json.dumps(summary, indent=2))
-    else:
-        click.echo(format_summary(summary))
+    click.echo(format_summary(summary, max_events=INFO_EVENTS_SHOWN))
+
+
+#: Events ``hwval info`` lists (``--json`` gives them all).
+INFO_EVENTS_SHOWN = 40
 
 
 @cli.command()
@@ -186,24 +188,31 @@ def info(run_path, as_json):
 def recover(run_path):
     """Rebuild a run file from its crash journal (RUN.h5.journal) after a killed capture.
 
-    The recovered file keeps complete=false and gets recovered=true.
+    The journal is merged with what the run file holds (never fewer readings); the result keeps
+    complete=false unless the journal holds the capture's clean stop, and gets recovered=true.
 
     \b
     Example:
       hwval recover runs/20261127-101500.h5 && hwval info runs/20261127-101500.h5
     """
-    from hwval.runfile.journal import JournalInUse, journal_path, recover as do_recover
+    from hwval.runfile.journal import JournalInUse, journal_path
+    from hwval.runfile.reader import RunFileError, open_run
+    from hwval.runfile.recover import RecoverError, describe, recover as do_recover
 
     if not journal_path(run_path).exists():
-        fail(f"{run_path}: no crash journal ({journal_path(run_path)}) to recover from")
+        try:
+            with open_run(run_path):
+                state = "the run file opens as it is"
+        except RunFileError as exc:
+            state = f"the run file: {exc}"
+        fail(f"{run_path}: no crash journal ({journal_path(run_path)}) to recover from; {state}")
     try:
         summary = do_recover(run_path)
-    except JournalInUse as exc:
+    except (JournalInUse, RecoverError) as exc:
         fail(str(exc))
-    except (OSError, ValueError) as exc:
-        fail(f"{run_path}: recovery failed: {exc}")
-    click.echo(f"recovered {run_path}: {summary['streams']} streams, {summary['samples']} samples, "
-               f"{summary['events']} events")
+    except OSError as exc:  # e.g. the folder is full or read-only: the run file was not touched
+        fail(f"{run_path}: recovery failed, the run file is unchanged: {exc}")
+    click.echo(describe(summary, run_path))
 
 
 def main() -> None:

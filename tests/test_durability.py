@@ -21,7 +21,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from hwval.runfile.journal import journal_path, recover
+from hwval.runfile.journal import journal_path
+from hwval.runfile.recover import recover
 from hwval.cli import cli
 from hwval.runfile.reader import open_run
 

@@ -9,7 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from hwval.runfile.journal import journal_path, read_journal
+from hwval.runfile.journal import journal_path
+from hwval.runfile.recover import read_journal
 from hwval.runfile.documents import Page
 from hwval.capture.session import CaptureError, CaptureRequest, run_capture
 from hwval.config import CaptureConfig, ConfigError, SoftwareConfig, parse_meter_spec

@@ -119,7 +119,7 @@ def demo(workdir, epochs, batches, idle_s, profile):
 
     with open_run(output) as run:
         click.echo("")
-        click.echo(format_summary(summarize(run), max_events=20))
+        click.echo(format_summary(summarize(run, events_limit=20), max_events=20))
     click.echo("")
     click.echo(f"inspect: hwval info {output} --json")
     if code:

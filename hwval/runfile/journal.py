@@ -4,8 +4,8 @@ but its last page (at most ~0.2 s).
 
 Each record is one ``write()``: a 4-byte little-endian header length, a JSON header, then the
 page's float64 arrays as raw bytes. The operating system keeps written bytes when the process
-dies, so no fsync is needed for the kill case. A torn final record is ignored on recovery.
-``hwval recover RUN.h5`` rebuilds the run file from the journal; a clean finish deletes it.
+dies, so no fsync is needed for the kill case. ``hwval recover RUN.h5`` (``runfile/recover.py``)
+rebuilds the run file from the journal; a clean finish deletes it.
 
 The capture holds an exclusive ``flock`` on the journal from its first record until the run
 file is finished. The kernel drops the lock when the process dies, even by SIGKILL, so a locked
@@ -19,21 +19,14 @@ from __future__ import annotations
 import dataclasses
 import fcntl
 import json
-import mmap
 import os
 import struct
 from pathlib import Path
-from typing import Iterator
 
-import h5py
 import numpy as np
 
 from hwval.runfile.documents import Descriptor, Document, Event, Page, Start, Stop
-from hwval.runfile.layout import (append_columns, append_events, create_events_group,
-                                       create_stream_group, finalize, page_column,
-                                       write_root_attrs)
 from hwval.runfile.schema import JOURNAL_SUFFIX
-from hwval.sources.base import Key, StreamInfo
 
 _LEN = struct.Struct("<I")
 
@@ -130,120 +123,3 @@ class JournalWriter:
         """Remove the journal after the run file was finished cleanly."""
         self.path.unlink(missing_ok=True)  # unlinked before the lock goes: never seen unlocked
         self.close()
-
-
-def read_journal(path: str | os.PathLike) -> Iterator[Document]:
-    """Documents from a journal, stopping quietly at a torn final record.
-
-    The file is memory-mapped, not read whole: a long capture's journal can be larger than the
-    memory one would want a recovery to take."""
-    with open(path, "rb") as fh:
-        size = os.fstat(fh.fileno()).st_size
-        if size == 0:
-            return
-        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            yield from _records(data)
-
-
-def _records(data: mmap.mmap) -> Iterator[Document]:
-    pos = 0
-    while pos + _LEN.size <= len(data):
-        (n,) = _LEN.unpack_from(data, pos)
-        start = pos + _LEN.size
-        if start + n > len(data):
-            return
-        try:
-            header = json.loads(data[start:start + n])
-        except ValueError:
-            return
-        pos = start + n
-        kind = header.pop("type", None)
-        if kind == "page":
-            size = 8 * header["n"] * (1 + len(header["keys"]))
-            if pos + size > len(data):
-                return
-            arrays = np.frombuffer(data, dtype="<f8", count=size // 8, offset=pos)
-            arrays = arrays.reshape(1 + len(header["keys"]), header["n"])
-            pos += size
-            page = Page(header["stream"], arrays[0].copy(),
-                        {k: arrays[i + 1].copy() for i, k in enumerate(header["keys"])})
-            del arrays  # a view into the mapping: it must not outlive it
-            yield page
-        elif kind == "event":
-            yield Event(**header)
-        elif kind == "descriptor":
-            info = header["info"]
-            info["keys"] = tuple(Key(**k) for k in info["keys"])
-            info["notes"] = tuple(info.get("notes", ()))
-            yield Descriptor(StreamInfo(**info))
-        elif kind == "start":
-            yield Start(**header)
-        elif kind == "stop":
-            yield Stop(**header)
-
-
-#: Samples per stream gathered before one append to the rebuilt file (bounds recovery memory).
-RECOVER_BATCH = 1 << 20
-
-
-def recover(run_path: str | os.PathLike) -> dict:
-    """Rebuild ``run_path`` from its journal. Returns a summary. The rebuilt file keeps
-    ``complete`` false unless the journal holds the clean stop, and gets ``recovered`` true.
-
-    Raises :class:`JournalInUse` while a capture is still writing the run."""
-    jpath = journal_path(run_path)
-    if not jpath.exists():
-        raise FileNotFoundError(f"{jpath}: no journal to recover from")
-    if journal_in_use(run_path):
-        raise JournalInUse(f"{run_path}: a capture is still writing this run (its journal {jpath} is "
-                           "locked); wait for it to finish, or stop it, before recovering")
-    tmp = Path(f"{os.fspath(run_path)}.recovering")
-    pending: dict[str, list[Page]] = {}
-    samples: dict[str, int] = {}
-    events: list[Event] = []
-    stop: Stop | None = None
-    with h5py.File(tmp, "w") as f:
-        started = False
-        for doc in read_journal(jpath):
-            if isinstance(doc, Start):
-                write_root_attrs(f, doc)
-                f.create_group("streams")
-                started = True
-            elif not started:
-                break
-            elif isinstance(doc, Descriptor):
-                create_stream_group(f["streams"], doc.info)
-            elif isinstance(doc, Page):
-                pages = pending.setdefault(doc.stream, [])
-                pages.append(doc)
-                samples[doc.stream] = samples.get(doc.stream, 0) + len(doc.t)
-                if sum(len(p.t) for p in pages) >= RECOVER_BATCH:
-                    _append_pages(f["streams"][doc.stream], pages)
-            elif isinstance(doc, Event):
-                events.append(doc)
-            elif isinstance(doc, Stop):
-                stop = doc
-        if not started:
-            raise ValueError(f"{jpath}: journal has no start record; nothing to recover")
-        for stream, pages in pending.items():
-            _append_pages(f["streams"][stream], pages)
-        ev = create_events_group(f)
-        if events:
-            append_events(ev, events)
-        finalize(f, stop or Stop(exit_code=-1, complete=False, reason="recovered from journal"))
-        f.attrs["recovered"] = True
-    os.replace(tmp, run_path)
-    jpath.unlink()
-    return {"streams": len(samples), "samples": sum(samples.values()), "events": len(events),
-            "complete": bool(stop and stop.complete)}
-
-
-def _append_pages(group: h5py.Group, pages: list[Page]) -> None:
-    """Append ``pages`` (then emptied) to a stream group's datasets; NaN where a page lacks a key."""
-    if not pages:
-        return
-    append_columns(group["t"], [p.t for p in pages])
-    for key in group:
-        if key != "t":
-            append_columns(group[key], [page_column(p, key) for p in pages])
-    pages.clear()

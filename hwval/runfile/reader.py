@@ -16,12 +16,15 @@ from typing import Any, Iterator
 import h5py
 import numpy as np
 
+from hwval.runfile import schema
 from hwval.runfile.journal import journal_in_use, journal_path
-from hwval.runfile.schema import SCHEMA_NAME, SCHEMA_VERSION
+from hwval.runfile.schema import DERIVED_GROUPS, EVENTS, STREAMS, EventName, RunFileError, plain
 
+__all__ = ["DerivedEntry", "Event", "RunFile", "RunFileError", "StreamData", "StreamReader", "open_run",
+           "recover_hint_for", "EventName"]
 
-class RunFileError(Exception):
-    """The file cannot be used as a hwval run; the message says why and what to do."""
+#: Event rows read (and their JSON details parsed) per block: bounds memory at any event count.
+EVENT_BLOCK_ROWS = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,7 @@ class StreamData:
     units: dict[str, str] = field(default_factory=dict)
     dataset_attrs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
+    # identity and error_counts were checked by the validator when the file was opened.
     @property
     def identity(self) -> dict[str, Any]:
         return json.loads(self.attrs.get("identity", "{}") or "{}")
@@ -50,14 +54,7 @@ class StreamData:
         return json.loads(self.attrs.get("error_counts", "{}") or "{}")
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.decode()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return value
+_plain = plain
 
 
 class RunFile:
@@ -87,11 +84,21 @@ class RunFile:
 
     @property
     def command(self) -> list[str]:
-        return json.loads(self.attrs.get("command", "[]"))
+        return schema.command(self.file)
 
     @property
     def config(self) -> dict[str, Any]:
-        return json.loads(self.attrs.get("config", "{}") or "{}")
+        return schema.json_attr(self.file, schema.RootAttr.CONFIG, dict, "{}")
+
+    @property
+    def stop_reason(self) -> str:
+        return str(self.attrs.get(schema.RootAttr.STOP_REASON, "") or "")
+
+    @property
+    def marks_lost(self) -> int | None:
+        """Marks the workload sent that the capture could not take; None when not recorded."""
+        value = self.attrs.get(schema.RootAttr.MARKS_LOST)
+        return None if value is None else int(value)
 
     @property
     def journal(self) -> Path | None:
@@ -102,11 +109,11 @@ class RunFile:
     # -- streams ---------------------------------------------------------------------------
     @property
     def stream_names(self) -> list[str]:
-        return list(self.file["streams"].keys()) if "streams" in self.file else []
+        return list(self.file[STREAMS].keys())
 
     def stream(self, name: str) -> StreamData:
         try:
-            g = self.file["streams"][name]
+            g = self.file[STREAMS][name]
         except KeyError:
             raise KeyError(f"no stream {name!r} in {self.path} (streams: {', '.join(self.stream_names)})") from None
         data, units, dattrs = {}, {}, {}
@@ -137,17 +144,98 @@ class RunFile:
     # -- events ----------------------------------------------------------------------------
     @property
     def events(self) -> list[Event]:
-        """All events in time order."""
-        if "events" not in self.file:
-            return []
-        ev = self.file["events"]
-        t = ev["t"][:]
-        names = ev["name"].asstr()[:]
-        streams = ev["stream"].asstr()[:]
-        details = ev["detail"].asstr()[:]
-        order = np.argsort(t, kind="stable")
-        return [Event(float(t[i]), str(names[i]), str(streams[i]), json.loads(details[i] or "{}"))
-                for i in order]
+        """All events in time order (loads them all: see :meth:`iter_event_rows` for big runs)."""
+        return [Event(t, name, stream, detail)
+                for t, name, stream, detail in self.iter_event_rows(parsed=True)]
+
+    @property
+    def event_count(self) -> int:
+        return int(self.file[EVENTS]["t"].shape[0]) if EVENTS in self.file else 0
+
+    def event_times(self) -> np.ndarray:
+        """``/events/t`` in stored order (8 bytes per event)."""
+        return self.file[EVENTS]["t"][:] if EVENTS in self.file else np.zeros(0)
+
+    def event_order(self) -> np.ndarray | None:
+        """Row indices in time order, or None when the rows are stored in time order already
+        (the writer keeps them so; a killed capture's file may not be)."""
+        t = self.event_times()
+        if len(t) < 2 or bool(np.all(t[1:] >= t[:-1])):
+            return None
+        return np.argsort(t, kind="stable")
+
+    def iter_event_rows(self, start: int = 0, stop: int | None = None, parsed: bool = False
+                        ) -> Iterator[tuple[float, str, str, Any]]:
+        """Events ``[start, stop)`` in time order as ``(t, name, stream, detail)``, read and
+        checked block by block: detail is the JSON text (a dict when ``parsed``); a detail that is
+        not a JSON object raises RunFileError."""
+        n = self.event_count
+        stop = n if stop is None else min(stop, n)
+        if start >= stop:
+            return
+        ev = self.file[EVENTS]
+        order = self.event_order()
+        for lo in range(start, stop, EVENT_BLOCK_ROWS):
+            hi = min(lo + EVENT_BLOCK_ROWS, stop)
+            rows = np.arange(lo, hi) if order is None else order[lo:hi]
+            cols = _read_rows(ev, rows)
+            details = cols["detail"]
+            try:
+                dicts = _parse_details(details, rows)
+            except RunFileError as exc:
+                raise RunFileError(f"{self.path}: {exc}") from None
+            yield from zip(cols["t"].tolist(), cols["name"], cols["stream"], dicts if parsed else details)
+
+    def event_rows_named(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(t, stream)`` of every event called ``name``, scanning the name column by blocks."""
+        if not self.event_count:
+            return np.zeros(0), np.zeros(0, dtype=object)
+        ev = self.file[EVENTS]
+        wanted = name.encode()
+        ts, streams = [], []
+        for lo in range(0, self.event_count, EVENT_BLOCK_ROWS):
+            names = ev["name"][lo:lo + EVENT_BLOCK_ROWS]  # raw bytes: no decoding of every row
+            hits = np.flatnonzero(names == wanted) + lo
+            if len(hits):
+                ts.append(ev["t"][hits])
+                streams.append(ev["stream"].asstr(errors="replace")[hits])
+        if not ts:
+            return np.zeros(0), np.zeros(0, dtype=object)
+        return np.concatenate(ts), np.concatenate(streams)
+
+
+def _read_rows(ev: h5py.Group, rows: np.ndarray) -> dict[str, Any]:
+    """The event columns at ``rows`` (any order): one contiguous read when the rows are close
+    together (late marks only move a little), else a point selection in increasing order."""
+    lo, hi = int(rows.min()), int(rows.max()) + 1
+    out: dict[str, Any] = {}
+    if hi - lo <= 4 * len(rows):
+        pick = rows - lo
+        for key in schema.EVENT_FIELDS:
+            ds = ev[key] if key == "t" else ev[key].asstr(errors="replace")
+            out[key] = ds[lo:hi][pick]
+        return out
+    order = np.argsort(rows, kind="stable")
+    back = np.empty_like(order)
+    back[order] = np.arange(len(order))
+    for key in schema.EVENT_FIELDS:
+        ds = ev[key] if key == "t" else ev[key].asstr(errors="replace")
+        out[key] = ds[rows[order]][back]
+    return out
+
+
+def _parse_details(details: Any, rows: np.ndarray) -> list[dict[str, Any]]:
+    """Every detail as a dict ("" is {}); each must be JSON text of an object. One parse of the
+    whole block is much faster than one per row; when it fails, the rows are parsed one by one,
+    so the one at fault is named."""
+    if all(not d or (d[0] == "{" and d[-1] == "}") for d in details):
+        try:
+            parsed = json.loads("[" + ",".join(d or "{}" for d in details) + "]")
+        except ValueError:
+            parsed = None
+        if parsed is not None and len(parsed) == len(details) and all(isinstance(p, dict) for p in parsed):
+            return parsed
+    return [schema.event_detail(d, row) for d, row in zip(details, rows.tolist())]
 
 
 def open_run(path: str | os.PathLike, mode: str = "r") -> RunFile:
@@ -173,20 +261,11 @@ def open_run(path: str | os.PathLike, mode: str = "r") -> RunFile:
         if not h5py.is_hdf5(path):
             raise RunFileError(f"{path}: not an HDF5 file, so not a hwval run") from None
         raise RunFileError(f"{path}: cannot be opened as HDF5 ({_short(exc)})") from None
-    schema = _plain(f.attrs.get("schema"))
-    if schema != SCHEMA_NAME:
+    try:
+        schema.validate(f)
+    except RunFileError as exc:
         f.close()
-        raise RunFileError(f"{path}: HDF5 file but not a hwval run (root attribute schema={schema!r}, "
-                           f"expected {SCHEMA_NAME!r})")
-    version = _plain(f.attrs.get("schema_version"))
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        f.close()
-        raise RunFileError(f"{path}: hwval run without a valid schema_version attribute ({version!r}); "
-                           "the file was damaged or written by another tool")
-    if version > SCHEMA_VERSION:
-        f.close()
-        raise RunFileError(f"{path}: written with run-file schema version {version}, newer than this "
-                           f"hwval reads ({SCHEMA_VERSION}); upgrade hwval (pip install -U hwval)")
+        raise RunFileError(f"{path}: {exc}") from None
     return RunFile(path, f)
 
 
@@ -204,9 +283,6 @@ def _short(exc: OSError) -> str:
 # -- derived groups (/sync, /analysis) and chunked reads --------------------------------------
 # Interface contract for the stages after capture. Sync and analysis add their groups only
 # through these two methods; raw /streams and /events are never written after capture.
-
-DERIVED_GROUPS = ("sync", "analysis")
-
 
 @dataclass
 class DerivedEntry:
@@ -295,7 +371,7 @@ class StreamReader:
 
     def __init__(self, run: "RunFile", name: str) -> None:
         try:
-            self.group = run.file["streams"][name]
+            self.group = run.file[STREAMS][name]
         except KeyError:
             raise KeyError(f"no stream {name!r} in {run.path} (streams: {', '.join(run.stream_names)})") from None
         self.name = name

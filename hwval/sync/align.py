@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from hwval.runfile.schema import EventName
 from hwval.sync.resample import BinAccumulator, align_arrays, nominal_interval_s
 from hwval.sync.timing import Timing
 
@@ -90,9 +91,9 @@ def stream_gaps(events, stream: str) -> list[tuple[float, float]]:
     for ev in events:
         if ev.stream != stream:
             continue
-        if ev.name == "gap_start" and open_at is None:
+        if ev.name == EventName.GAP_START and open_at is None:
             open_at = ev.t
-        elif ev.name == "gap_end" and open_at is not None:
+        elif ev.name == EventName.GAP_END and open_at is not None:
             gaps.append((open_at, ev.t))
             open_at = None
     if open_at is not None:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import stats
 
+from hwval.runfile.schema import EventName
 from hwval.sync.observe import StreamSource
 from hwval.sync.template import pulse_blocks
 
@@ -117,7 +118,7 @@ def quantum(values: np.ndarray) -> tuple[float, bool]:
 
 def _idle_stretch(events, blocks) -> tuple[float, float] | None:
     first_pulse = blocks[0].start_s if blocks else math.inf
-    starts = [ev.t for ev in events if ev.name == "workload_start" and not ev.stream]
+    starts = [ev.t for ev in events if ev.name == EventName.WORKLOAD_START and not ev.stream]
     end = min(first_pulse, starts[0] if starts else math.inf)
     return None if not math.isfinite(end) else (-math.inf, end)
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from hwval.runfile.schema import EventName
 from hwval.sync.drift import clock_model
 from hwval.sync.estimate import Block, Fit, fit
 from hwval.sync.forward import Template
@@ -78,7 +79,7 @@ class SyncResult:
 
 
 def _boundaries(events) -> list[float]:
-    return sorted(ev.t for ev in events if ev.name in ("workload_start", "workload_end") and not ev.stream)
+    return sorted(ev.t for ev in events if ev.name in (EventName.WORKLOAD_START, EventName.WORKLOAD_END) and not ev.stream)
 
 
 def _block_windows(blocks: list[PulseBlock], events, max_lag_s: float, max_window_s: float):

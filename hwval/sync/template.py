@@ -17,7 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-PULSE_NAMES = ("pulse_start", "pulse_chip", "pulse_end")
+from hwval.runfile.schema import EventName
+
+PULSE_NAMES = (EventName.PULSE_START, EventName.PULSE_CHIP, EventName.PULSE_END)
 
 
 class TemplateError(ValueError):
@@ -56,7 +58,7 @@ class PulseBlock:
 def _pulse_name(ev) -> str | None:
     if ev.name in PULSE_NAMES:
         return ev.name
-    if ev.name == "mark" and ev.detail.get("mark") in PULSE_NAMES:
+    if ev.name == EventName.MARK and ev.detail.get("mark") in PULSE_NAMES:
         return ev.detail["mark"]
     return None
 
@@ -73,14 +75,14 @@ def pulse_blocks(events) -> list[PulseBlock]:
         name = _pulse_name(ev)
         if name is None or ev.stream:
             continue
-        if name == "pulse_start":
+        if name == EventName.PULSE_START:
             if current is not None:
                 raise TemplateError(f"pulse block at {current['t']:.3f} s has no pulse_end before the next "
                                     f"pulse_start at {ev.t:.3f} s")
             current = {"t": ev.t, "detail": ev.detail, "chips": []}
-        elif name == "pulse_chip" and current is not None:
+        elif name == EventName.PULSE_CHIP and current is not None:
             current["chips"].append((ev.t, ev.detail))
-        elif name == "pulse_end" and current is not None:
+        elif name == EventName.PULSE_END and current is not None:
             blocks.append(_block(current, ev.t))
             current = None
     if current is not None:

@@ -1,0 +1,222 @@
+"""`hwval recover`: merges the journal with what the run file holds (never fewer readings), never
+leaves RUN.h5.recovering behind, and survives any journal bytes (damaged records are skipped and
+counted). Journals are written by the capture's own JournalWriter; damage is then done by hand."""
+
+from __future__ import annotations
+
+import errno
+import json
+import struct
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from hwval.cli import cli
+from hwval.runfile import layout
+from hwval.runfile.documents import Stop
+from hwval.runfile.journal import journal_path
+from hwval.runfile.reader import open_run
+from hwval.runfile.recover import JournalDamage, read_journal
+from runfile_builder import documents, write_file, write_journal
+
+
+def _incomplete_stop() -> Stop:
+    return Stop(exit_code=-1, complete=False, reason="write failed: No space left on device")
+
+
+def _recover(path):
+    res = CliRunner().invoke(cli, ["recover", str(path)])
+    assert not (path.parent / f"{path.name}.recovering").exists()
+    return res
+
+
+def _values(path, stream="wall"):
+    with open_run(path) as run:
+        return run.stream(stream).data["power_w"]
+
+
+def _record(header: dict, payload: bytes = b"") -> bytes:
+    head = json.dumps(header).encode()
+    return struct.pack("<I", len(head)) + head + payload
+
+
+def _record_offsets(jpath) -> list[int]:
+    data, pos, out = jpath.read_bytes(), 0, []
+    while pos + 4 <= len(data):
+        out.append(pos)
+        (n,) = struct.unpack_from("<I", data, pos)
+        header = json.loads(data[pos + 4:pos + 4 + n])
+        pos += 4 + n + (8 * header["n"] * (1 + len(header["keys"])) if header["type"] == "page" else 0)
+    return out
+
+
+def test_a_complete_file_longer_than_its_journal_is_left_untouched(tmp_path):
+    """The full-disk case of the issue: the journal stopped early, the file went on and finished."""
+    out = tmp_path / "run.h5"
+    write_file(out, documents(n=7675))
+    before = out.read_bytes()
+    write_journal(out, documents(n=7675)[:2 + 200])  # start, descriptor, 200 pages: 4000 readings
+    res = _recover(out)
+    assert res.exit_code == 0, res.output
+    assert "already holds everything in its journal" in res.output
+    assert out.read_bytes() == before and not journal_path(out).exists()
+    with open_run(out) as run:
+        assert run.complete and len(run.stream("wall").t) == 7675
+
+
+def test_an_incomplete_file_longer_than_its_journal_keeps_every_reading(tmp_path):
+    out = tmp_path / "run.h5"
+    docs = documents(n=600)
+    write_file(out, docs[:-1] + [_incomplete_stop()])
+    write_journal(out, docs[:2 + 10])  # 10 pages = 200 readings, no stop
+    res = _recover(out)
+    assert res.exit_code == 0, res.output
+    assert "1 stream, 600 samples (400 kept from the run file" in res.output and "complete: no" in res.output
+    assert np.array_equal(_values(out), np.arange(1, 601))
+    with open_run(out) as run:
+        assert run.attrs["recovered"] and not run.complete
+        assert [e.name for e in run.events] == ["workload_start", "mark", "workload_end"]
+
+
+def test_a_journal_damaged_early_does_not_empty_a_good_file(tmp_path):
+    out = tmp_path / "run.h5"
+    write_file(out, documents(n=400, streams=("wall", "gpu"))[:-1] + [_incomplete_stop()])
+    write_journal(out, documents(n=400, streams=("wall", "gpu"))[:-1])
+    jpath = journal_path(out)
+    data = bytearray(jpath.read_bytes())
+    data[4:40] = b"\xff" * 36  # the start record's header: garbage
+    jpath.write_bytes(bytes(data))
+    res = _recover(out)
+    assert res.exit_code == 0, res.output
+    assert "2 streams, 800 samples" in res.output and "skipped 1 damaged journal record" in res.output
+    for s in ("wall", "gpu"):
+        assert np.array_equal(_values(out, s), np.arange(1, 401))
+
+
+def test_damaged_pages_in_the_middle_are_filled_from_the_run_file(tmp_path):
+    out = tmp_path / "run.h5"
+    docs = documents(n=400)
+    write_file(out, docs[:-1] + [_incomplete_stop()])
+    write_journal(out, docs)
+    jpath = journal_path(out)
+    data = bytearray(jpath.read_bytes())
+    offsets = _record_offsets(jpath)
+    for k in (5, 9):  # two page records: break their JSON headers
+        data[offsets[k] + 8] = ord("#")
+    jpath.write_bytes(bytes(data))
+    damage = JournalDamage()
+    assert len(list(read_journal(jpath, damage))) == len(docs) - 2 and damage.skipped_records == 2
+    res = _recover(out)
+    assert res.exit_code == 0, res.output
+    assert "(40 kept from the run file" in res.output and "skipped 2 damaged journal records" in res.output
+    assert np.array_equal(_values(out), np.arange(1, 401))
+    with open_run(out) as run:
+        assert run.complete  # the journal's clean stop
+
+
+def test_a_kill_inside_an_append_leaves_rows_the_journal_replaces(tmp_path):
+    """Killed inside the writer's append: 30 rows have their stamps but not their values, and 30
+    more were resized but never written (fill zeros). The journal, written ahead, has them all."""
+    out = tmp_path / "run.h5"
+    docs = documents(n=230)
+    write_file(out, docs[:2 + 10] + docs[-4:-1] + [_incomplete_stop()])  # 200 readings
+    with h5py.File(out, "r+") as f:
+        g = f["streams/wall"]
+        for key in ("t", "power_w", "energy_j"):
+            g[key].resize((260,))
+        g["t"][200:230] = docs[2 + 10].t.tolist() + docs[2 + 11].t[:10].tolist()
+    write_journal(out, docs[:-1])
+    res = _recover(out)
+    assert res.exit_code == 0, res.output
+    assert "1 stream, 230 samples" in res.output and "dropped 30 unwritten rows of the run file" in res.output
+    assert np.array_equal(_values(out), np.arange(1, 231))
+
+
+def test_no_run_file_and_crafted_records_are_skipped_and_counted(tmp_path):
+    out = tmp_path / "run.h5"
+    write_journal(out, documents(n=100)[:-1])
+    good = journal_path(out).read_bytes()
+    offsets = _record_offsets(journal_path(out))
+    crafted = b"".join([
+        _record({"type": "page", "stream": "wall", "n": 10**12, "keys": ["power_w"]}),
+        _record({"type": "page", "stream": "../x", "n": 1, "keys": []}, b"\0" * 8),
+        _record({"type": "page", "stream": "wall", "n": 1, "keys": ["t"]}, b"\0" * 16),
+        _record({"type": "page", "stream": "wall", "n": 2, "keys": []}, np.array([5.0, np.nan]).tobytes()),
+        _record({"type": "descriptor", "info": {"name": "a/b", "kind": "x"}}),
+        _record({"type": "descriptor", "info": "wall"}),
+        _record({"type": "event", "t": float("nan"), "name": "mark", "stream": "", "detail": {}}),
+        _record({"type": "event", "t": 1.0, "name": ["mark"], "stream": "", "detail": {}}),
+        _record({"type": "start", "command": 3}),
+        _record({"type": "stop", "exit_code": "0", "complete": True}),
+        _record({"type": "surprise"}),
+        b"\x00\x00\x10\x00garbage that is no record at all",
+    ])
+    at = offsets[3]  # after start, descriptor and one page
+    journal_path(out).write_bytes(good[:at] + crafted + good[at:] + b"\x07\x00\x00")
+    (tmp_path / "run.h5.recovering").write_bytes(b"left by an old hwval")
+    res = _recover(out)
+    assert res.exit_code == 0, res.output
+    assert "recovered" in res.output and "1 stream, 100 samples" in res.output
+    assert "skipped 12 damaged journal records" in res.output
+    assert np.array_equal(_values(out), np.arange(1, 101))
+    with open_run(out) as run:
+        assert run.stream_names == ["wall"] and run.command == ["python", "train.py"]
+
+
+def test_nothing_to_rebuild_from_is_one_line_and_leaves_both_files(tmp_path):
+    out = tmp_path / "run.h5"
+    out.write_bytes(b"not hdf5 at all")
+    journal_path(out).write_bytes(b"\x05\x00\x00\x00[1,2]garbage")
+    res = _recover(out)
+    assert res.exit_code == 2 and isinstance(res.exception, SystemExit)
+    (line,) = res.stderr.strip().splitlines()
+    assert "no usable start record" in line and "not readable as HDF5" in line and "left as they are" in line
+    assert out.read_bytes() == b"not hdf5 at all" and journal_path(out).exists()
+
+
+def test_a_write_failure_during_recovery_leaves_no_temporary_file(tmp_path, monkeypatch):
+    out = tmp_path / "run.h5"
+    docs = documents(n=300)
+    write_file(out, docs[:-1] + [_incomplete_stop()])
+    before = out.read_bytes()
+    write_journal(out, docs)
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(layout, "append_columns", full_disk)
+    res = _recover(out)
+    assert res.exit_code == 2 and "recovery failed, the run file is unchanged" in res.stderr
+    assert "No space left on device" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert out.read_bytes() == before and journal_path(out).exists()
+
+
+def test_recover_rebuilds_an_unreadable_file_from_its_journal_and_keeps_the_old_one(tmp_path):
+    out = tmp_path / "run.h5"
+    write_file(out, documents())
+    write_journal(out, documents())
+    with h5py.File(out, "r+") as f:
+        f["/"].attrs["command"] = "not json"
+    res = _recover(out)
+    assert res.exit_code == 0, res.output
+    assert "attribute 'command' is not JSON" in res.output and f"{out}.damaged" in res.output
+    with open_run(out) as run:
+        assert run.command == ["python", "train.py"] and len(run.stream("wall").t) == 100 and run.complete
+    with h5py.File(f"{out}.damaged") as f:
+        assert f.attrs["command"] == "not json"
+
+
+@pytest.mark.parametrize("case", ["command not JSON", "streams a dataset", "t 2-D", "detail not JSON"])
+def test_recover_of_a_malformed_file_without_journal_is_one_line(tmp_path, case):
+    from test_runfile_schema import MALFORMED
+    out = tmp_path / "run.h5"
+    write_file(out, documents())
+    mutate, needle = MALFORMED[case]
+    with h5py.File(out, "r+") as f:
+        mutate(f)
+    res = _recover(out)
+    assert res.exit_code == 2 and isinstance(res.exception, SystemExit)
+    (line,) = res.stderr.strip().splitlines()
+    assert "no crash journal" in line and (needle in line or case == "detail not JSON")
