@@ -119,7 +119,10 @@ def test_properties_identical_and_scaled(ref, scale, offset):
     assert fit.slope == pytest.approx(scale, rel=1e-6)
     assert fit.intercept == pytest.approx(scale * offset, rel=1e-5, abs=1e-6 * np.abs(ref).max())
     assert fit.r2 == pytest.approx(1.0)
-    assert spearman_rho(ref, cand) == pytest.approx(1.0)
+    # a monotone map keeps the ranks, unless rounding merges two nearly equal readings into one
+    # (hypothesis found 1.0 and 1.0000000000000002): then the ties lower rho legitimately
+    if np.unique(cand).size == np.unique(ref).size:
+        assert spearman_rho(ref, cand) == pytest.approx(1.0)
     # CCC penalises gain and offset where Pearson does not
     if scale != 1.0 or offset != 0.0:
         assert ccc(ref, cand) <= pearson_r(ref, cand) + 1e-12
