@@ -121,7 +121,8 @@ def run_capture(request: CaptureRequest) -> int:
                   hwval_version=__version__)
     journal = JournalWriter(str(output), fd=claim.journal_fd)
     # The journal comes first: it is the write-ahead copy of every page.
-    subscribers: list = [journal, HDF5Writer(str(output))]
+    writer = HDF5Writer(str(output))
+    subscribers: list = [journal, writer]
     live = request.live if request.live is not None else LiveView.enabled_for(sys.stdout)
     if live:
         subscribers.append(LiveView(lambda name: recorder.stats[name].dropped))
@@ -166,15 +167,31 @@ def run_capture(request: CaptureRequest) -> int:
             journal.close()
             raise
         _finish(recorder, markers, signals, exit_code=exit_code, complete=True, reason=reason)
+    died = [f"source {r.label} stopped: {r.died}" for r in recorder.runners if r.died]
+    if recorder.subscriber_errors and writer.failure is None and writer.file is None:
+        # Only the journal (or the live view) failed: the run file was written and closed whole,
+        # so the journal, which holds less, must not be offered for a recovery.
+        journal.discard()
+        print(f"hwval: error: {output} holds the whole run, but the capture had errors (the run "
+              "is marked incomplete):", file=request.notes)
+        for msg in recorder.subscriber_errors + died:
+            print(f"  {msg}", file=request.notes)
+        return exit_code or CAPTURE_FAILED
     if recorder.subscriber_errors:
         journal.close()
-        print(f"hwval: the capture had errors writing {output}:", file=request.notes)
-        for msg in recorder.subscriber_errors:
-            print(f"  {msg}", file=request.notes)
-        print(f"  the crash journal {journal_path(output)} is kept; try `hwval recover {output}`",
+        print(f"hwval: error: the capture failed writing {output}; the run is marked incomplete:",
               file=request.notes)
+        for msg in recorder.subscriber_errors + died:
+            print(f"  {msg}", file=request.notes)
+        print(f"  the crash journal {journal_path(output)} is kept; `hwval recover {output}` "
+              "rebuilds what it holds", file=request.notes)
         return exit_code or CAPTURE_FAILED
     journal.discard()
+    if died:
+        print(f"hwval: error: {output} is incomplete (a gap to the end of the run):", file=request.notes)
+        for msg in died:
+            print(f"  {msg}", file=request.notes)
+        return exit_code or CAPTURE_FAILED
     total = sum(s.readings for s in recorder.stats.values())
     print(f"hwval: wrote {output} ({len(recorder.infos)} streams, {total} readings)", file=request.notes)
     return exit_code

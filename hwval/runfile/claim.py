@@ -19,9 +19,19 @@ from pathlib import Path
 
 from hwval.runfile.journal import journal_in_use, journal_path
 
+#: Disk space held back, as a preallocated ``RUN.h5.reserve`` file, for finishing and closing
+#: the run file after a write failure (HDF5 must flush its caches to close a file; one it cannot
+#: close crashes the interpreter at exit). Above what HDF5 keeps dirty between two flushes with
+#: the writer's small chunk cache. Claiming it also proves the space is there at the start.
+RESERVE_BYTES = 2 << 20
+
 #: Tries of ``NAME-2.h5``, ``NAME-3.h5``... when a generated name (a template with
 #: placeholders) is taken, e.g. two captures started in the same second.
 MAX_NAME_SUFFIX = 1000
+
+
+def reserve_path(run_path: str | os.PathLike) -> Path:
+    return Path(f"{os.fspath(run_path)}.reserve")
 
 
 class OutputRefused(Exception):
@@ -44,6 +54,7 @@ class OutputClaim:
     def release(self) -> None:
         """Undo the claim of a capture that did not start: remove what it created."""
         journal_path(self.path).unlink(missing_ok=True)  # unlinked while still locked
+        reserve_path(self.path).unlink(missing_ok=True)
         if self.created_file:
             self.path.unlink(missing_ok=True)
         os.close(self.journal_fd)
@@ -89,7 +100,28 @@ def _claim(path: Path, force: bool) -> OutputClaim:
         jpath.unlink(missing_ok=True)
         os.close(jfd)
         raise
-    return OutputClaim(path, jfd, created)
+    claim = OutputClaim(path, jfd, created)
+    try:
+        _make_reserve(reserve_path(path))
+    except OSError as exc:
+        claim.release()
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise OutputRefused(f"output {path}: less than {RESERVE_BYTES >> 20} MiB free there; "
+                                "free some space or choose another -o") from None
+        raise OutputRefused(_cannot_create(path, exc)) from None
+    return claim
+
+
+def _make_reserve(path: Path) -> None:
+    """Preallocate :data:`RESERVE_BYTES` in real blocks (not a sparse file)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.posix_fallocate(fd, 0, RESERVE_BYTES)
+    except OSError:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+        raise
+    os.close(fd)
 
 
 def _create_file(path: Path, force: bool) -> bool:
