@@ -26,6 +26,7 @@ from hwval.runfile.documents import Start
 from hwval.capture.hdf5_writer import HDF5Writer
 from hwval.runfile.claim import OutputClaim, OutputRefused, claim_output
 from hwval.runfile.journal import JournalWriter, journal_path
+from hwval.runfile.schema import EVENT_SIGNAL
 from hwval.capture.live_view import LiveView
 from hwval.capture.marker_server import MarkerServer
 from hwval.capture.recorder import Recorder
@@ -314,8 +315,9 @@ def _run_command(command: list[str], recorder: Recorder, markers: MarkerServer, 
     workload = Workload(command, markers.env)
 
     def forward(signum: int) -> None:
-        recorder.put_event("error", "", now_ns(), {"kind": "signal", "signal": _signame(signum),
-                                                   "message": "forwarded to the workload"})
+        # Its own event type: an operator's Ctrl-C is how a run ends, not a fault.
+        recorder.put_event(EVENT_SIGNAL, "", now_ns(), {"signal": _signame(signum),
+                                                        "action": "forwarded to the workload"})
         workload.forward(signum)
 
     signals.during(forward)
@@ -326,8 +328,13 @@ def _run_command(command: list[str], recorder: Recorder, markers: MarkerServer, 
     deadline = time.monotonic() + duration_s if duration_s is not None else None
     code = workload.wait(deadline, on_timeout=lambda: recorder.put_event(
         "error", "", now_ns(), {"kind": "duration", "message": "--duration reached; workload terminated"}))
-    # Stamped after the child is gone, so every mark it sent precedes this.
-    recorder.put_event("workload_end", "", now_ns(), {"exit_code": code})
+    # The leader is gone; its leftover children (if any) must not outlive the capture.
+    ended = workload.end_group()
+    # Stamped after the children are gone, so every mark they sent precedes this.
+    detail: dict = {"exit_code": code}
+    if ended:
+        detail["leftover_processes_ended_by"] = ended
+    recorder.put_event("workload_end", "", now_ns(), detail)
     return code
 
 
