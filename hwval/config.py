@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import re
 import socket
 import tomllib
 from dataclasses import asdict, dataclass, field, replace
@@ -135,9 +136,22 @@ def _check_keys(table: dict[str, Any], allowed: dict[str, type], where: str, pre
             raise ConfigError(f"{where}: key '{prefix}{key}' must be {form}, got {value!r}")
 
 
+#: Accepted sampling periods. Below MIN_PERIOD_S no meter answers and the schedule would spin a
+#: core; above MAX_PERIOD_S (an hour) a "meter" records almost nothing, and huge values (1e308)
+#: overflow the scheduler's nanosecond deadlines. NaN and infinities are refused by the same test.
+MIN_PERIOD_S = 1e-4
+MAX_PERIOD_S = 3600.0
+PERIOD_FORM = f"a number of seconds from {MIN_PERIOD_S:g} to {MAX_PERIOD_S:g}"
+
+
+def period_ok(value: object) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and MIN_PERIOD_S <= value <= MAX_PERIOD_S)  # False for NaN
+
+
 def _check_positive(value: float, where: str, key: str) -> None:
-    if not value > 0:
-        raise ConfigError(f"{where}: key '{key}' must be a number of seconds > 0, got {value!r}")
+    if not period_ok(value):
+        raise ConfigError(f"{where}: key '{key}' must be {PERIOD_FORM}, got {value!r}")
 
 
 def _check_driver(driver: str, known: Iterable[str] | None, where: str) -> None:
@@ -145,10 +159,15 @@ def _check_driver(driver: str, known: Iterable[str] | None, where: str) -> None:
         raise ConfigError(f"{where}: unknown driver {driver!r} (known: {', '.join(sorted(known))})")
 
 
-def _check_name(name: str, where: str) -> None:
-    # Stream names become HDF5 group names: keep them to a portable identifier alphabet.
-    if not name or not all(c.isalnum() or c in "_-." for c in name):
-        raise ConfigError(f"{where}: stream name {name!r} must be non-empty letters, digits, '_', '-' or '.'")
+#: Stream names become HDF5 group names (and file-system-like paths): ASCII letters, digits,
+#: '_', '-', '.', starting with a letter, digit or '_' so that '.', '..' or '-x' cannot be one.
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+
+
+def _check_name(name: object, where: str) -> None:
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ConfigError(f"{where}: stream name {name!r} must be 1-64 ASCII letters, digits, '_', '-' "
+                          "or '.', starting with a letter, digit or '_' (e.g. name=wall)")
 
 
 def _check_unique_names(meters: Iterable[SourceSpec], where: str) -> None:
@@ -196,8 +215,8 @@ def parse_meter_spec(text: str, known_drivers: Iterable[str] | None = None) -> S
     _check_name(name, where)
     period = options.pop("period_s", None)
     if period is not None:
-        if isinstance(period, bool) or not isinstance(period, (int, float)) or period <= 0:
-            raise ConfigError(f"{where}: period_s must be a number of seconds > 0, got {period!r}")
+        if not period_ok(period):
+            raise ConfigError(f"{where}: period_s must be {PERIOD_FORM}, got {period!r}")
         period = float(period)
     return SourceSpec(driver=driver, resource=unquote(resource), name=name, period_s=period,
                       options=options)

@@ -209,7 +209,9 @@ def test_unwritable_output_directory(tmp_path):
 
             def attempt():
                 try:
-                    return str(resolve_output(request, "id"))
+                    claim = resolve_output(request, "id")
+                    claim.release()
+                    return str(claim.path)
                 except Exception as exc:  # the expected CaptureError, reported as text
                     return f"{type(exc).__name__}: {exc}"
 
@@ -224,7 +226,7 @@ def test_output_is_a_file_path_under_a_regular_file(tmp_path):
     blocker.write_text("x")
     res = run_hwval("capture", "--no-nvml", "--no-rapl", "-m", SYN, "--duration", "1",
                     "-o", str(blocker / "x.h5"))
-    assert res.returncode == 2 and "does not exist" in res.stderr
+    assert res.returncode == 2 and f"{blocker} is a file, not a folder" in res.stderr
 
 
 def test_existing_output_needs_force(tmp_path):
@@ -267,6 +269,7 @@ def test_malformed_config_file(tmp_path):
 
 def test_config_file_meters_and_output_template(tmp_path):
     cfg = tmp_path / "lab.toml"
+    (tmp_path / "runs").mkdir()  # a config's output folder is not created for it
     cfg.write_text(f"""
 output = "{tmp_path}/runs/{{date}}-{{time}}.h5"
 [software]
@@ -324,8 +327,10 @@ def test_leftover_journal_needs_recover_or_force(tmp_path):
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1
     assert f"hwval recover {out}" in res.stderr and "--force" in res.stderr
     assert journal.read_bytes() == b"journal of a killed capture" and not out.exists()
+    # --force neither: the journal is the data; recovering (or deleting it by hand) comes first
     res = run_hwval("capture", "--no-nvml", "--no-rapl", "-m", SYN, "--duration", "0.3", "-o", str(out), "--force")
-    assert res.returncode == 0 and not journal.exists()
+    assert res.returncode == 2 and f"hwval recover {out}" in res.stderr
+    assert journal.read_bytes() == b"journal of a killed capture" and not out.exists()
 
 
 def test_info_rejects_a_run_without_schema_version(tmp_path):

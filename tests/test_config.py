@@ -64,7 +64,7 @@ options = { baudrate = 115200 }
 @pytest.mark.parametrize("raw, needle", [
     ({"outptu": "x"}, "unknown key 'outptu'"),
     ({"software": {"nvml": "yes"}}, "'software.nvml' must be true or false"),
-    ({"software": {"rapl_period_s": 0}}, "'software.rapl_period_s' must be a number of seconds > 0"),
+    ({"software": {"rapl_period_s": 0}}, "'software.rapl_period_s' must be a number of seconds from"),
     ({"meters": [{"driver": "tasmota"}]}, "meters[0] is missing 'resource'"),
     ({"meters": [{"driver": "zz", "resource": "x"}]}, "meters[0].driver: unknown driver 'zz'"),
     ({"meters": [{"driver": "tasmota", "resource": "x", "colour": 1}]}, "unknown key 'meters[0].colour'"),

@@ -1,7 +1,9 @@
 """Receives ``hwval.mark()`` datagrams from the workload and records them as ``mark`` events.
 
 The socket lives in a fresh directory from :func:`tempfile.mkdtemp` (mode 0700), so only the
-capturing user can reach it; the directory is removed when the capture ends.
+capturing user can reach it; the directory is removed when the capture ends. A capture that
+was killed cannot remove its own: each directory holds an ``owner`` file with the capture's pid,
+and the next capture removes the directories of this user whose owner is gone.
 """
 
 from __future__ import annotations
@@ -12,18 +14,65 @@ import shutil
 import socket
 import tempfile
 import threading
+import time
 from typing import Callable
 
 from hwval.markers import ENV_SOCKET
 
 MAX_DATAGRAM = 65536
+PREFIX = "hwval-marks-"
+#: A directory without an owner file is only removed once this old: a capture that is between
+#: creating its directory and writing the file must not lose it.
+UNOWNED_AGE_S = 60.0
+
+
+def remove_stale_dirs(base: str | None = None) -> list[str]:
+    """Remove this user's marker directories whose capture is no longer running."""
+    base = base or tempfile.gettempdir()
+    removed = []
+    try:
+        entries = list(os.scandir(base))
+    except OSError:
+        return removed
+    for entry in entries:
+        if not entry.name.startswith(PREFIX):
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+            if not entry.is_dir(follow_symlinks=False) or st.st_uid != os.getuid():
+                continue
+            with open(os.path.join(entry.path, "owner")) as fh:
+                alive = _pid_alive(int(fh.read().strip() or 0))
+        except FileNotFoundError:
+            alive = time.time() - st.st_mtime < UNOWNED_AGE_S
+        except (OSError, ValueError):
+            continue  # unreadable or not ours to judge: leave it
+        if not alive:
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(entry.path)
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process now has that pid: not our capture
+        return False
+    return True
 
 
 class MarkerServer:
     def __init__(self, put_event: Callable[[str, str, int, dict], None],
                  count_error: Callable[[str, str, str], None]) -> None:
-        self.dir = tempfile.mkdtemp(prefix="hwval-marks-")
+        remove_stale_dirs()
+        self.dir = tempfile.mkdtemp(prefix=PREFIX)
         os.chmod(self.dir, 0o700)
+        with open(os.path.join(self.dir, "owner"), "w") as fh:
+            fh.write(str(os.getpid()))
         self.path = os.path.join(self.dir, "mark.sock")
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(self.path)

@@ -11,7 +11,7 @@ import logging
 import math
 import collections
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -50,6 +50,8 @@ class _SourceRunner:
         self.stop = recorder.stop_event
         self.in_gap = False
         self.missed_deadlines = 0
+        #: Why the source's thread ended before the capture stopped ("" while it runs).
+        self.died = ""
         #: (deadline, read start) lateness in ns for polled sources; for the overhead benchmark.
         self.lateness_ns: list[int] = []
         self.thread = threading.Thread(target=self._main, name=f"hwval-source-{label}", daemon=True)
@@ -74,9 +76,15 @@ class _SourceRunner:
                 self._run_streaming()
             else:
                 self._run_polled()
-        except Exception as exc:  # a bug outside read()/run() (e.g. a bad period_s): say so
-            log.error("source %s stopped", self.label, exc_info=exc)
-            self.event("error", self.label, kind="source_stopped", message=_describe(exc))
+        except Exception as exc:  # a bug outside read()/run(): a gap to the end, and the run
+            # is not complete (the recorder says why); never a thread dying in silence
+            log.debug("source %s stopped", self.label, exc_info=exc)
+            self.died = _describe(exc)
+            if not self.in_gap:
+                self.in_gap = True
+                for name in self.stream_names:
+                    self.recorder.put_event("gap_start", name, now_ns(), {"reason": self.died})
+            self.event("error", self.label, kind="source_stopped", message=self.died)
         finally:
             try:
                 self.source.close()
@@ -158,6 +166,10 @@ class _SourceRunner:
         self.in_gap = False
         for name in self.stream_names:
             self.recorder.put_event("gap_end", name, t, {})
+
+
+def _one_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
 
 
 def _describe(exc: BaseException) -> str:
@@ -267,6 +279,7 @@ class Recorder:
                 complete = False
                 self.put_event("error", runner.label, now_ns(),
                                {"kind": "stuck", "message": "source did not stop within 10 s"})
+        reasons = [f"source {r.label} stopped: {r.died}" for r in self.runners if r.died]
         self._finishing.set()  # the dispatcher drains what is left, flushes and exits
         if self._dispatcher.ident is None:
             self._dispatch()  # start() failed before it: drain here, so nothing queued is lost
@@ -277,8 +290,20 @@ class Recorder:
             stream_stats[name] = {"readings": st.readings, "dropped": st.dropped,
                                   "error_counts": dict(st.error_counts),
                                   "missed_deadlines": missed.get(name, 0)}
+        # Honest completion: a write failure or a dead source makes the run incomplete, with why.
+        reasons += self.subscriber_errors
+        if reasons:
+            complete = False
+            reason = "; ".join(([reason] if reason else []) + reasons)
         stop = Stop(exit_code=exit_code, complete=complete, stream_stats=stream_stats, reason=reason)
+        n_errors = len(self.subscriber_errors)
         self._send(stop)
+        if len(self.subscriber_errors) > n_errors:
+            # Finishing itself failed (e.g. the last flush): the journal already holds a stop
+            # saying complete; a later stop record overrides it on recovery.
+            stop = replace(stop, complete=False,
+                           reason="; ".join(filter(None, [stop.reason, *self.subscriber_errors[n_errors:]])))
+            self._send(stop)
         return stop
 
     # -- dispatcher --------------------------------------------------------------------------
@@ -287,10 +312,16 @@ class Recorder:
             try:
                 sub(doc)
             except Exception as exc:  # one broken subscriber (a full disk) must not stop the rest
-                msg = f"{type(sub).__name__}: {type(exc).__name__}: {exc}"
-                if msg not in self.subscriber_errors:
-                    self.subscriber_errors.append(msg)
-                    log.error("subscriber failed: %s", msg)
+                self._subscriber_failed(sub, "", exc)
+
+    def _subscriber_failed(self, sub: object, where: str, exc: Exception) -> None:
+        """Keep one line per distinct failure; the session prints them (nothing is logged here,
+        so a failure repeating every page cannot fill the terminal)."""
+        failure = getattr(sub, "failure", None)  # a subscriber that says what failed, once
+        msg = failure or f"{type(sub).__name__}{where}: {_one_line(exc)}"
+        if msg not in self.subscriber_errors:
+            self.subscriber_errors.append(msg)
+        log.debug("subscriber %s failed", type(sub).__name__, exc_info=exc)
 
     def _tick(self) -> None:
         for sub in self.subscribers:
@@ -299,16 +330,14 @@ class Recorder:
                 try:
                     tick()
                 except Exception as exc:  # same policy as _send
-                    msg = f"{type(sub).__name__}.tick: {type(exc).__name__}: {exc}"
-                    if msg not in self.subscriber_errors:
-                        self.subscriber_errors.append(msg)
+                    self._subscriber_failed(sub, ".tick", exc)
 
     def _dispatch(self) -> None:
         try:
             self._dispatch_loop()
         except Exception as exc:  # a recorder bug: the capture reports it and exits non-zero
-            log.error("dispatcher stopped", exc_info=exc)
-            self.subscriber_errors.append(f"dispatcher: {type(exc).__name__}: {exc}")
+            log.debug("dispatcher stopped", exc_info=exc)
+            self.subscriber_errors.append(f"dispatcher: {_one_line(exc)}")
         finally:
             # finish() waits on this: whatever happened, it must not wait forever
             self._dispatch_done.set()

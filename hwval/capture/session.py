@@ -8,6 +8,7 @@ existing file without ``force``, a command that cannot be found, a meter that ca
 from __future__ import annotations
 
 import datetime as _dt
+import math
 import os
 import signal
 import socket
@@ -23,13 +24,15 @@ from typing import Callable, TextIO
 from hwval import __version__
 from hwval.runfile.documents import Start
 from hwval.capture.hdf5_writer import HDF5Writer
-from hwval.runfile.journal import JournalWriter, journal_in_use, journal_path
+from hwval.runfile.claim import OutputClaim, OutputRefused, claim_output
+from hwval.runfile.journal import JournalWriter, journal_path
+from hwval.runfile.schema import EVENT_SIGNAL
 from hwval.capture.live_view import LiveView
 from hwval.capture.marker_server import MarkerServer
 from hwval.capture.recorder import Recorder
 from hwval.capture.workload import CommandError, Workload, resolve_command
 from hwval.clock import now_ns
-from hwval.config import CaptureConfig, ConfigError, expand_output
+from hwval.config import DEFAULT_OUTPUT, CaptureConfig, ConfigError, expand_output
 from hwval.sources.base import SourceSpec, SourceUnavailable
 from hwval.sources.registry import Registry, UnknownDriver
 
@@ -57,35 +60,34 @@ class CaptureRequest:
     on_started: Callable[[Recorder], None] | None = None
 
 
-def resolve_output(request: CaptureRequest, run_id: str) -> Path:
+def resolve_output(request: CaptureRequest, run_id: str) -> OutputClaim:
+    """Expand the output template and claim the file (created exclusively, with its journal)."""
     template = request.output or request.config.output
     path = Path(expand_output(template, run_id))
+    generated = any(p in template for p in ("{date}", "{time}", "{run_id}"))
     try:
-        return _check_output(path, request)
+        _check_parent(path, request, template)
+        return claim_output(path, force=request.force, generated=generated)
     except PermissionError:
         raise CaptureError(f"output {path}: a folder on the way is not accessible by this user; "
                            "choose another -o") from None
+    except OutputRefused as exc:
+        raise CaptureError(str(exc)) from None
 
 
-def _check_output(path: Path, request: CaptureRequest) -> Path:
-    if path.exists() and not request.force:
-        raise CaptureError(f"output {path} already exists; choose another -o or pass --force to overwrite")
-    if path.is_dir():
-        raise CaptureError(f"output {path} is a directory; give a file name such as {path}/run.h5")
+def _check_parent(path: Path, request: CaptureRequest, template: str) -> None:
     parent = path.parent
-    if request.output is None and not parent.exists():
+    if parent.exists():
+        return
+    if request.output is None and template == DEFAULT_OUTPUT:
         # The default template writes under runs/: create it, as the operator did not choose.
         parent.mkdir(parents=True, exist_ok=True)
-    if not parent.is_dir():
-        raise CaptureError(f"output {path}: directory {parent} does not exist; create it or choose another -o")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise CaptureError(f"output {path}: directory {parent} is not writable by this user; choose another -o")
-    if journal_in_use(path):
-        raise CaptureError(f"output {path} is being written by another capture now; choose another -o")
-    if journal_path(path).exists() and not request.force:
-        raise CaptureError(f"output {path}: the crash journal {journal_path(path)} of an interrupted capture "
-                           f"is there; run `hwval recover {path}` first, or pass --force to overwrite it")
-    return path
+        return
+    if request.output is None and request.config.path:
+        # A config's output is not created silently: a typo there would scatter runs anywhere.
+        raise CaptureError(f"output {path} (output in {request.config.path}): folder {parent} does not "
+                           f"exist; create it (mkdir -p {parent}) or change output in {request.config.path}")
+    # -o: the claim's exclusive create names the problem (missing folder, a file on the way)
 
 
 def software_specs(config: CaptureConfig) -> list[tuple[SourceSpec, bool]]:
@@ -102,14 +104,15 @@ def software_specs(config: CaptureConfig) -> list[tuple[SourceSpec, bool]]:
 def run_capture(request: CaptureRequest) -> int:
     """Run one capture; returns the process exit code (the workload's, see README)."""
     run_id = str(uuid.uuid4())
-    output = resolve_output(request, run_id)
     command = list(request.command)
     if command:
         resolve_command(command)  # CommandError before any file exists
     elif request.duration_s is None:
         raise CaptureError("nothing to capture: give a command after -- or --duration S")
-    if request.duration_s is not None and not request.duration_s > 0:
-        raise CaptureError(f"--duration must be > 0 seconds, got {request.duration_s}")
+    if request.duration_s is not None and not 0 < request.duration_s < math.inf:
+        raise CaptureError(f"--duration must be a finite number of seconds > 0, got {request.duration_s}")
+    claim = resolve_output(request, run_id)
+    output = claim.path
 
     origin_ns = now_ns()
     origin_rt = time.time_ns()
@@ -117,23 +120,30 @@ def run_capture(request: CaptureRequest) -> int:
                   hostname=socket.gethostname(), command=command, origin_monotonic_ns=origin_ns,
                   origin_realtime_ns=origin_rt, config_json=request.config.to_json(),
                   hwval_version=__version__)
-    journal = JournalWriter(str(output))
+    journal = JournalWriter(str(output), fd=claim.journal_fd)
     # The journal comes first: it is the write-ahead copy of every page.
-    subscribers: list = [journal, HDF5Writer(str(output))]
+    writer = HDF5Writer(str(output))
+    subscribers: list = [journal, writer]
     live = request.live if request.live is not None else LiveView.enabled_for(sys.stdout)
     if live:
         subscribers.append(LiveView(lambda name: recorder.stats[name].dropped))
     recorder = Recorder(start, subscribers)
     with SignalPolicy() as signals:  # until the recorder starts, a signal aborts (KeyboardInterrupt)
-        _open_sources(recorder, request)
+        try:
+            _open_sources(recorder, request)
+        except BaseException:
+            claim.release()  # nothing was recorded: leave no file behind
+            raise
         try:
             markers = MarkerServer(recorder.put_event, recorder.count_error)
         except OSError as exc:
             recorder.close_sources()
+            claim.release()
             raise CaptureError(f"cannot create the marker socket under {tempfile.gettempdir()}: {exc}; "
                                "set TMPDIR to a short, writable folder") from None
         except BaseException:
             recorder.close_sources()
+            claim.release()
             raise
         # From here the run file exists: a signal never interrupts the code that writes it.
         # One arriving before the run phase is held and handed to it.
@@ -158,15 +168,31 @@ def run_capture(request: CaptureRequest) -> int:
             journal.close()
             raise
         _finish(recorder, markers, signals, exit_code=exit_code, complete=True, reason=reason)
+    died = [f"source {r.label} stopped: {r.died}" for r in recorder.runners if r.died]
+    if recorder.subscriber_errors and writer.failure is None and writer.file is None:
+        # Only the journal (or the live view) failed: the run file was written and closed whole,
+        # so the journal, which holds less, must not be offered for a recovery.
+        journal.discard()
+        print(f"hwval: error: {output} holds the whole run, but the capture had errors (the run "
+              "is marked incomplete):", file=request.notes)
+        for msg in recorder.subscriber_errors + died:
+            print(f"  {msg}", file=request.notes)
+        return exit_code or CAPTURE_FAILED
     if recorder.subscriber_errors:
         journal.close()
-        print(f"hwval: the capture had errors writing {output}:", file=request.notes)
-        for msg in recorder.subscriber_errors:
-            print(f"  {msg}", file=request.notes)
-        print(f"  the crash journal {journal_path(output)} is kept; try `hwval recover {output}`",
+        print(f"hwval: error: the capture failed writing {output}; the run is marked incomplete:",
               file=request.notes)
+        for msg in recorder.subscriber_errors + died:
+            print(f"  {msg}", file=request.notes)
+        print(f"  the crash journal {journal_path(output)} is kept; `hwval recover {output}` "
+              "rebuilds what it holds", file=request.notes)
         return exit_code or CAPTURE_FAILED
     journal.discard()
+    if died:
+        print(f"hwval: error: {output} is incomplete (a gap to the end of the run):", file=request.notes)
+        for msg in died:
+            print(f"  {msg}", file=request.notes)
+        return exit_code or CAPTURE_FAILED
     total = sum(s.readings for s in recorder.stats.values())
     print(f"hwval: wrote {output} ({len(recorder.infos)} streams, {total} readings)", file=request.notes)
     return exit_code
@@ -289,8 +315,9 @@ def _run_command(command: list[str], recorder: Recorder, markers: MarkerServer, 
     workload = Workload(command, markers.env)
 
     def forward(signum: int) -> None:
-        recorder.put_event("error", "", now_ns(), {"kind": "signal", "signal": _signame(signum),
-                                                   "message": "forwarded to the workload"})
+        # Its own event type: an operator's Ctrl-C is how a run ends, not a fault.
+        recorder.put_event(EVENT_SIGNAL, "", now_ns(), {"signal": _signame(signum),
+                                                        "action": "forwarded to the workload"})
         workload.forward(signum)
 
     signals.during(forward)
@@ -301,8 +328,13 @@ def _run_command(command: list[str], recorder: Recorder, markers: MarkerServer, 
     deadline = time.monotonic() + duration_s if duration_s is not None else None
     code = workload.wait(deadline, on_timeout=lambda: recorder.put_event(
         "error", "", now_ns(), {"kind": "duration", "message": "--duration reached; workload terminated"}))
-    # Stamped after the child is gone, so every mark it sent precedes this.
-    recorder.put_event("workload_end", "", now_ns(), {"exit_code": code})
+    # The leader is gone; its leftover children (if any) must not outlive the capture.
+    ended = workload.end_group()
+    # Stamped after the children are gone, so every mark they sent precedes this.
+    detail: dict = {"exit_code": code}
+    if ended:
+        detail["leftover_processes_ended_by"] = ended
+    recorder.put_event("workload_end", "", now_ns(), detail)
     return code
 
 

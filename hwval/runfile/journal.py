@@ -55,8 +55,11 @@ def journal_in_use(run_path: str | os.PathLike) -> bool:
 
 
 class JournalWriter:
-    def __init__(self, run_path: str) -> None:
+    def __init__(self, run_path: str, fd: int | None = None) -> None:
+        """``fd``: the journal already created and locked by :func:`hwval.runfile.claim.claim_output`
+        (the capture's way); without it the journal is opened at ``Start``."""
         self.path = journal_path(run_path)
+        self._claimed_fd = fd
         self.fd: int | None = None
         #: Size of the journal up to its last whole record: a failed write is cut back to it,
         #: so a full disk leaves a journal that still reads back, only shorter.
@@ -64,7 +67,11 @@ class JournalWriter:
         self._broken = False
 
     def __call__(self, doc: Document) -> None:
-        if isinstance(doc, Start):
+        if isinstance(doc, Start) and self._claimed_fd is not None:
+            self.fd, self._claimed_fd = self._claimed_fd, None
+            self._size = os.fstat(self.fd).st_size
+            self._write({"type": "start", **dataclasses.asdict(doc)})
+        elif isinstance(doc, Start):
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
             try:
                 # Held until close(): see the module docstring. Locked before truncating, and
@@ -115,9 +122,10 @@ class JournalWriter:
 
     def close(self) -> None:
         """Release the journal (and its lock), keeping it on disk for ``hwval recover``."""
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
+        for fd in (self.fd, self._claimed_fd):
+            if fd is not None:
+                os.close(fd)
+        self.fd = self._claimed_fd = None
 
     def discard(self) -> None:
         """Remove the journal after the run file was finished cleanly."""

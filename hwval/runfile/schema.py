@@ -50,6 +50,8 @@ class RootAttr:
     RECOVERED = "recovered"               # optional: rebuilt by `hwval recover`
     #: optional: marks the workload sent that the capture could not take (non-blocking channel).
     MARKS_LOST = "marks_lost"
+    #: optional: marks refused because their t_ns lay outside the capture (before it, or in the future).
+    MARKS_REFUSED = "marks_refused"
 
 
 class StreamAttr:
@@ -86,6 +88,8 @@ class EventName:
     GAP_END = "gap_end"
     RECONNECT = "reconnect"
     ERROR = "error"
+    #: a signal the capture received and forwarded to the workload (detail: signal, action)
+    SIGNAL = "signal"
 
 
 #: Every event name of the schema (others may appear in files of later versions: read, not refused).
@@ -314,3 +318,8 @@ def _validate_events(ev: h5py.Group) -> None:
         lengths[name] = _column(_member(ev, name, h5py.Dataset, required=True), numeric=name == "t")
     if len(set(lengths.values())) > 1:
         raise RunFileError(f"/events columns differ in length ({', '.join(f'{k}={v}' for k, v in lengths.items())})")
+
+# -- short names the capture side uses -------------------------------------------------------
+EVENT_SIGNAL = EventName.SIGNAL
+ATTR_MARKS_LOST = RootAttr.MARKS_LOST
+ATTR_MARKS_REFUSED = RootAttr.MARKS_REFUSED
