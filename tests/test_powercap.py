@@ -15,12 +15,26 @@ import numpy as np
 import pytest
 from fake_ctx import FakeCtx
 
-from hwval.benchmodel import PowerProfile
+from hwval.benchmodel import Bench, PowerProfile
+from hwval.emulators.powercap import PowercapWriter, build_tree, plan_zones
 from hwval.sources.base import SourceSpec
 from hwval.sources.rapl import RaplSource
 from hwval.runfile.reader import open_run
 
 HWVAL = [sys.executable, "-m", "hwval.cli"]
+
+
+class StepClock:
+    """A monotonic clock the test advances by hand (nanoseconds)."""
+
+    def __init__(self, start_ns: int = 10**12) -> None:
+        self.t_ns = start_ns
+
+    def __call__(self) -> int:
+        return self.t_ns
+
+    def advance(self, seconds: float) -> None:
+        self.t_ns += round(seconds * 1e9)
 
 
 class Emulator:
@@ -106,39 +120,44 @@ def test_root_that_is_not_an_emulator_tree_is_refused(tmp_path):
     assert (tmp_path / "precious.txt").read_text() == "keep me"
 
 
-def test_live_counters_wrap_and_the_source_follows_them_to_the_microjoule(emulator, tmp_path):
-    # 5 J range at 50 W per package: a wrap every 100 ms, more than a dozen per stream. The
-    # wrap time at the zones' max power (1.5 x 50 W) is 67 ms: far above the 5 ms polling, so a
-    # loaded machine has room before a wrap could be missed.
+def test_counters_wrap_and_the_source_follows_them_to_the_microjoule(tmp_path):
+    # The emulator's own writer (pwrite in place, as `hwval emulate powercap` does) and the rapl
+    # source share one test clock advanced by hand, so how often the test gets the CPU cannot
+    # matter: reads are exactly 5 ms apart in the source's eyes, far inside the 67 ms wrap time
+    # at the zones' max power (1.5 x 50 W). 5 J range at 50 W per package: a wrap every 100 ms,
+    # 13 per stream over 1.3 s. The live process is covered by the capture test below.
     root = tmp_path / "pc"
-    emu, t0_ns = start_before_t0(emulator, 0.5, "--root", str(root), "--packages", "2",
-                                 "--nested", "", "--profile", "constant:100",
-                                 "--max-energy-range-uj", "4999999", "--start-uj", "4000000",
-                                 "--update-s", "0.001")
-    src = RaplSource(SourceSpec("rapl", str(root), "rapl", 0.005, {}))
+    root.mkdir()
+    clock = StepClock()
+    zones = plan_zones(2, (), False, "sysfs")
+    max_range_uj, start_uj = 4_999_999, 4_000_000
+    build_tree(root, zones, max_range_uj, {z.zone: int(1.5 * 100.0 * z.share * 1e6) for z in zones},
+               start_uj)
+    writer = PowercapWriter(root, zones, Bench(PowerProfile.parse("constant:100"), t0_ns=clock()),
+                            max_range_uj, start_uj)
+    src = RaplSource(SourceSpec("rapl", str(root), "rapl", 0.005, {}), clock_ns=clock)
     ctx = FakeCtx()
     infos = src.open(ctx)
-    assert [i.name for i in infos] == ["rapl_package_0", "rapl_package_1"]
-    src.read()  # before bench time 0: the counters hold --start-uj, the baseline of each stream
-    assert [st.last_raw_uj for st in src.states] == [4_000_000, 4_000_000]
-    while time.monotonic_ns() < t0_ns + 1_300_000_000:
-        out = src.read()
-        time.sleep(0.005)
-    assert all(v["power_w"] > 0 for v in out.values())
-    # Stopping the emulator writes its truth for the last update, and the counters keep that
-    # update's value: the last read sees exactly what the truth file describes.
-    assert emu.stop().returncode == 0
-    src.read()
-    truth = json.loads((root / "true_energy_uj.json").read_text())
-    for st in src.states:
-        zone = truth["zones"][st.domain.zone]
-        assert st.wraps >= 12
-        assert st.total_uj == zone["counter_uj"] == zone["true_uj"]  # exact, every wrap unwrapped
-        # ...and equal to 50 W over the bench time of that update (floored to whole uJ).
-        elapsed_s = (truth["t_monotonic_ns"] - t0_ns) / 1e9
-        assert st.total_uj == pytest.approx(zone["share"] * 100.0 * elapsed_s * 1e6, abs=1.0)
-    assert ctx.events == [] and ctx.errors == []
-    src.close()
+    try:
+        assert [i.name for i in infos] == ["rapl_package_0", "rapl_package_1"]
+        writer.update(clock())
+        src.read()  # bench time 0: the counters hold the start value, the baseline of each stream
+        assert [st.last_raw_uj for st in src.states] == [start_uj, start_uj]
+        for _ in range(260):
+            clock.advance(0.005)
+            writer.update(clock())
+            out = src.read()
+            assert all(v["power_w"] == pytest.approx(50.0, abs=1e-3) for v in out.values()), out
+        for i, st in enumerate(src.states):
+            assert st.wraps >= 12
+            # exact to the microjoule, every wrap unwrapped: the writer's own true counter...
+            assert st.total_uj == writer.counter_uj[i] == writer.true_uj[i]
+            # ...and equal to 50 W over 1.3 s (floored to whole uJ)
+            assert st.total_uj == pytest.approx(50.0 * 1.3 * 1e6, abs=1.0)
+        assert ctx.events == [] and ctx.errors == []
+    finally:
+        src.close()
+        writer.close()
 
 
 def test_capture_of_an_emulated_dual_package_tree_matches_the_true_energy(emulator, tmp_path):

@@ -79,14 +79,18 @@ class Capture:
     values: dict[str, np.ndarray]
     events: list[Event]
     stats: dict[str, Any]
+    #: The run's origin (monotonic ns): an event at ``e.t`` s happened at ``origin_ns + e.t * 1e9``.
+    origin_ns: int = 0
 
     def names(self) -> list[str]:
         return [e.name for e in self.events]
 
 
-def record(source, duration_s: float, during=None, name: str = "wall") -> Capture:
+def record(source, duration_s: float, during=None, name: str = "wall", until=None) -> Capture:
     """Run ``source`` under the real recorder for ``duration_s``; ``during(t_s)`` is called
-    about every 50 ms (to switch faults on and off)."""
+    about every 50 ms (to switch faults on and off). With ``until(capture_so_far)``, the run ends
+    as soon as it returns True (``duration_s`` is then only an upper bound): a test waits on
+    what it needs to see, not on how fast a loaded machine gets there."""
     origin = time.monotonic_ns()
     docs: list = []
     rec = Recorder(Start("test", "now", "host", [], origin, time.time_ns(), "{}", "0"), [docs.append])
@@ -96,14 +100,20 @@ def record(source, duration_s: float, during=None, name: str = "wall") -> Captur
     while (elapsed := time.monotonic() - t0) < duration_s:
         if during is not None:
             during(elapsed)
+        if until is not None and until(_collect(origin, list(docs), name, {})):
+            break
         time.sleep(0.05)
     stop = rec.finish(0)
+    return _collect(origin, docs, name, stop.stream_stats.get(name, {}))
+
+
+def _collect(origin: int, docs: list, name: str, stats: dict[str, Any]) -> Capture:
     pages = [d for d in docs if isinstance(d, Page) and d.stream == name]
     t = np.concatenate([p.t for p in pages]) if pages else np.zeros(0)
     keys = pages[0].values.keys() if pages else ()
     values = {k: np.concatenate([p.values[k] for p in pages]) for k in keys}
     events = [d for d in docs if isinstance(d, Event)]
-    return Capture((origin + t * 1e9).astype(np.int64), values, events, stop.stream_stats.get(name, {}))
+    return Capture((origin + t * 1e9).astype(np.int64), values, events, stats, origin)
 
 
 @pytest.fixture

@@ -207,11 +207,22 @@ def test_update_interval_must_be_the_instruments(serve):
 
 # -- faults, under the real recorder ---------------------------------------------------------------
 
+def readings_after_gap_end(n: int):
+    """``until`` for :func:`record`: a gap has ended and ``n`` readings came after it."""
+    def done(cap) -> bool:
+        ends = [cap.origin_ns + e.t * 1e9 for e in cap.events if e.name == "gap_end"]
+        return bool(ends) and int(np.count_nonzero(cap.t_ns > ends[0])) >= n
+    return done
+
+
 @pytest.mark.parametrize("fault", [{"drop_after": 4}, {"stall_after": 4}])
 def test_connection_drop_and_timeout_become_gap_and_reconnect(serve, fault):
     inst = instrument("constant:100")
     server = serve(inst, **fault)
-    cap = record(source(server.resource, timeout_s=0.3), 2.0)
+    # 1 s reply timeout: a loaded machine may hold the emulator's thread back for a good part
+    # of a second, and every query of the reopen uses it too. Recorded until the gap has closed
+    # and readings followed it, however long the machine takes (at most 20 s).
+    cap = record(source(server.resource, timeout_s=1.0), 20.0, until=readings_after_gap_end(4))
     names = cap.names()
     assert "gap_start" in names and "reconnect" in names and "gap_end" in names
     assert names.index("gap_start") < names.index("reconnect") < names.index("gap_end")
@@ -241,7 +252,8 @@ def test_integrator_lost_across_a_reconnect_is_restarted_and_energy_keeps_counti
             inst.integ_state, inst.integ_done_j, inst.integ_start_s = "RESET", 0.0, None
             server.faults.drop_after = server._data_answered
 
-    cap = record(source(server.resource, integrate=True, timeout_s=0.3), 1.6, during=power_cycle_then_drop)
+    cap = record(source(server.resource, integrate=True, timeout_s=1.0), 20.0, during=power_cycle_then_drop,
+                 until=readings_after_gap_end(6))
     names = cap.names()
     assert names.index("gap_start") < names.index("reconnect") < names.index("gap_end")
     restarted = [e for e in cap.events if e.name == "error" and e.detail.get("kind") == "integration_restarted"]

@@ -119,12 +119,17 @@ def smallest_change_interval_s(changes: list[tuple[int, int]], widths_ns: list[i
     ``changes`` are ``(start of the read before, end of the read that saw the change)`` in ns: the
     change happened inside. It counts as well-timed when that bracket is at most three times the
     median bracket (+50 us); its time is the bracket's middle.
+
+    Two well-timed changes need not be neighbours: on a loaded machine the reads in between may
+    be held back (their brackets are wide), so the interval between well-timed changes ``k``
+    changes apart is divided by ``k``. Every change seen is at least one update, so that quotient
+    is never shorter than the update period (up to the bracket widths): the smallest is kept.
     """
     if len(changes) < 2 or not widths_ns:
         return None
     tight_ns = 3 * statistics.median(widths_ns) + 50_000
-    mids = [((lo + hi) // 2, hi - lo <= tight_ns) for lo, hi in changes]
-    intervals = [b - a for (a, a_ok), (b, b_ok) in zip(mids, mids[1:]) if a_ok and b_ok]
+    tight = [(i, (lo + hi) // 2) for i, (lo, hi) in enumerate(changes) if hi - lo <= tight_ns]
+    intervals = [(b - a) / (j - i) for (i, a), (j, b) in zip(tight, tight[1:])]
     return min(intervals) / 1e9 if intervals else None
 
 

@@ -95,7 +95,11 @@ class WattsUpSource:
                 Key("voltage_v", "V", "window_mean", float(self.interval_s)),
                 Key("current_a", "A", "window_mean", float(self.interval_s)),
                 Key("power_factor", "1", "window_mean", float(self.interval_s)),
-                Key("energy_j", "J", "counter", None, "meter's WH relative to first record"))
+                Key("energy_j", "J", "counter", None, "meter's WH relative to first record"),
+                # the codec decodes every FIELD_SCALE field the meter logs: each must be declared
+                # here or the recorder drops it as undeclared_key
+                Key("frequency_hz", "Hz", "window_mean", float(self.interval_s)),
+                Key("apparent_power_va", "VA", "window_mean", float(self.interval_s)))
         return [StreamInfo(name=self.name, kind="hardware", driver="wattsup",
                            resource=self.resource, scope="wall", period_s=self.period_s,
                            keys=keys, identity=identity, emulated=is_emulated(self.resource),
