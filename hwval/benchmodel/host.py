@@ -70,6 +70,25 @@ def read_cpu_busy_s(stat_path: str = "/proc/stat") -> tuple[float, int]:
     return busy / USER_HZ, max(ncpu, 1)
 
 
+#: /proc/stat's ``nice`` column: user time of processes with a positive nice value.
+_NICE_COLUMN = 1
+
+
+def read_niced_busy_s(stat_path: str = "/proc/stat") -> tuple[float, int]:
+    """Like :func:`read_cpu_busy_s`, but only the user time of niced processes (proc(5)'s ``nice``
+    column). The pulse generator's workers run at nice 5, so a bench following this sees the
+    pulses even on a machine that other (un-niced) work keeps 100 % busy, where the total busy
+    share cannot change; the ``--cpu-load niced`` of ``hwval emulate host-bench``."""
+    with open(stat_path, "rb") as f:
+        text = f.read().decode()
+    lines = text.splitlines()
+    fields = lines[0].split()
+    if fields[0] != "cpu":
+        raise ValueError(f"{stat_path}: first line is not the aggregate 'cpu' line")
+    ncpu = sum(1 for line in lines[1:] if line.startswith("cpu"))
+    return int(fields[1 + _NICE_COLUMN]) / USER_HZ, max(ncpu, 1)
+
+
 def nvml_utilisation_reader() -> Callable[[], float] | None:
     """A function returning the mean GPU utilisation (0..1) over visible GPUs, or None when NVML
     is not usable here (no driver, no GPU): the bench then has no GPU term."""
@@ -261,8 +280,16 @@ class HostProfile:
             return float(self.power_w(t1_s))
         return self.energy_j(t0_s, t1_s) / (t1_s - t0_s)
 
-    def power_w(self, t_s: float) -> float:
-        """The power over the sample interval containing ``t_s``."""
+    @property
+    def peak_w(self) -> float:
+        """The highest power the model can reach (every CPU and GPU busy)."""
+        m = self.model
+        return m.idle_w + m.cpu_dynamic_w + m.gpu_dynamic_w
+
+    def power_w(self, t_s: float | np.ndarray) -> float | np.ndarray:
+        """The power over the sample interval containing ``t_s`` (scalar or array)."""
+        if np.ndim(t_s) > 0:
+            return np.array([self.power_w(float(x)) for x in np.ravel(t_s)]).reshape(np.shape(t_s))
         t, e = self._window(t_s)
         if len(t) < 2:
             return self.model.idle_w

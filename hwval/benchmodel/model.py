@@ -61,6 +61,11 @@ class PowerProfile:
         return sum(d for _, d in self.segments)
 
     @property
+    def peak_w(self) -> float:
+        """The highest true power the profile reaches."""
+        return max(p for p, _ in self.segments) + abs(self.ripple_w)
+
+    @property
     def cycle_energy_j(self) -> float:
         return sum(p * d for p, d in self.segments)
 

@@ -14,4 +14,5 @@ EMULATORS = {
     "hmc8015": "hwval.emulators.hmc8015:cli",
     "n6705": "hwval.emulators.n6705:cli",
     "powercap": "hwval.emulators.powercap:cli",
+    "host-bench": "hwval.emulators.host_bench:cli",
 }

@@ -128,6 +128,9 @@ class PowercapWriter:
         # offset_w x elapsed time (per zone share), so a dry run can show a biased RAPL.
         self.gain = model.gain if model else 1.0
         self.offset_w = model.offset_w if model else 0.0
+        # The counter may also trail the true energy (a firmware that updates its register late):
+        # it then holds the energy up to t - latency_s, what `hwval sync` measures as a lag.
+        self.latency_s = model.latency_s if model else 0.0
         self.zones = zones
         self.bench = bench
         self.max_energy_range_uj = max_energy_range_uj
@@ -147,6 +150,8 @@ class PowercapWriter:
     def counter_uj_at(self, zone_index: int, t_ns: int) -> int:
         """What the zone's counter has accumulated by ``t_ns``: the true energy seen through the
         meter's gain and offset (equal to :meth:`true_uj_at` with the defaults)."""
+        if self.latency_s:
+            t_ns -= int(round(self.latency_s * 1e9))
         true_uj = self.true_uj_at(zone_index, t_ns)
         if self.gain == 1.0 and self.offset_w == 0.0:
             return true_uj
@@ -166,7 +171,7 @@ class PowercapWriter:
     def write_truth(self) -> None:
         doc = {"t_monotonic_ns": self.last_t_ns, "t0_monotonic_ns": self.bench.t0_ns,
                "start_uj": self.start_uj, "max_energy_range_uj": self.max_energy_range_uj,
-               "gain": self.gain, "offset_w": self.offset_w,
+               "gain": self.gain, "offset_w": self.offset_w, "latency_s": self.latency_s,
                "zones": {z.zone: {"name": z.name, "share": z.share, "true_uj": uj, "counter_uj": cuj}
                          for z, uj, cuj in zip(self.zones, self.true_uj, self.counter_uj)}}
         tmp = self.root / (TRUTH_FILE + ".tmp")
@@ -237,7 +242,7 @@ def cli(root: str | None, packages: int, nested: str, psys: bool, layout: str,
         zones = plan_zones(packages, tuple(k for k in nested.split(",") if k.strip()), psys, layout)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--nested") from None
-    peak_w = max(p for p, _ in bench.profile.segments) + abs(bench.profile.ripple_w)
+    peak_w = bench.profile.peak_w
     max_power_uw = {z.zone: int(1e6 * (max_power_w * z.share / (SHARES["package"] / packages)
                                        if max_power_w else 1.5 * peak_w * z.share))
                     for z in zones}
