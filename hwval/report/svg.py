@@ -22,6 +22,7 @@ STYLE = {"svg.fonttype": "none", "svg.hashsalt": "hwval-report", "font.size": 9,
          "text.usetex": False, "axes.titlesize": 10, "legend.fontsize": 8}
 
 _ID = re.compile(r'\bid="([^"]+)"')
+_METADATA = re.compile(r"<metadata>.*?</metadata>\s*", re.S)
 
 
 def label(text: str) -> str:
@@ -36,6 +37,7 @@ def to_svg(fig, prefix: str) -> str:
     plt.close(fig)
     text = buf.getvalue()
     text = text[text.index("<svg"):]
+    text = _METADATA.sub("", text)     # the RDF block names matplotlib's namespaces, nothing else
     ids = set(_ID.findall(text))
     for old in sorted(ids, key=len, reverse=True):
         new = f"{prefix}-{old}"
