@@ -54,6 +54,7 @@ COMMANDS = {
     "sweep": "hwval.commands.sweep:sweep",
     "sync": "hwval.commands.sync:sync",
     "characterize": "hwval.commands.sync:characterize",
+    "report": "hwval.commands.report:report",
 }
 
 

@@ -1,8 +1,11 @@
-"""``hwval demo`` end to end: real emulator processes, a real (tiny) torch training job."""
+"""``hwval demo`` end to end: real emulator processes, a real (tiny) torch training run under
+capture, then sync, analyze, calibrate, validate and report, with every file checked."""
 
 from __future__ import annotations
 
 import importlib.util
+import re
+import tomllib
 
 import numpy as np
 import pytest
@@ -11,14 +14,26 @@ from conftest import run_hwval
 from hwval.runfile.reader import open_run
 
 
+@pytest.mark.slow  # ~40 s on 2 loaded cores: the one test of the whole pipeline on real processes
 @pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="the demo workload needs torch")
-def test_demo_captures_training_on_the_emulated_bench(tmp_path):
+def test_demo_runs_the_whole_pipeline_and_leaves_every_file(tmp_path):
     work = tmp_path / "demo"
-    res = run_hwval("demo", "--workdir", str(work), "--epochs", "2", "--batches", "3", "--idle-s", "1.0",
-                    timeout=240)
-    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
-    assert "complete: yes" in res.stdout
-    with open_run(work / "run.h5") as run:
+    res = run_hwval("demo", "--quick", "--workdir", str(work), timeout=240)
+    out = res.stdout
+    assert res.returncode == 0, out[-3000:] + res.stderr[-2000:]
+    run_path, report = work / "run.h5", work / "report.html"
+    for step in ("capture", "sync", "analyze", "calibrate", "validate", "report"):
+        assert f"$ hwval {step} " in out, step
+    # every output says the meters are emulated: the banner, the calibration, the report, the headline
+    assert out.startswith("hwval demo: EMULATED meters")
+    assert "emulated meter(s): this record never applies to a real meter" in out
+    assert "EMULATED meters: analyzer" in out
+    headline = out.strip().splitlines()[-1]
+    m = re.match(r"RAPL package reads ([\d.]+) % of the wall \(\d+ J of \d+ J\); lag of the plug ([-\d.]+) s "
+                 r"\+- ([\d.]+) s relative to analyzer \[EMULATED meters", headline)
+    assert m, headline
+
+    with open_run(run_path) as run:
         assert run.complete and run.attrs["exit_code"] == 0
         names = set(run.stream_names)
         assert {"wall", "analyzer", "rapl_package_0"} <= names
@@ -29,10 +44,42 @@ def test_demo_captures_training_on_the_emulated_bench(tmp_path):
                          "train_end", "idle_after"]
         for name in ("wall", "analyzer", "rapl_package_0"):
             s = run.stream(name)
-            assert len(s.t) >= 4, name
-            assert s.attrs["emulated"]
-            assert np.nanmax(s.data["power_w"]) > 0
-        assert run.stream("wall").attrs["kind"] == "hardware"
-        assert run.stream("rapl_package_0").attrs["kind"] == "software"
-    # emulators were stopped: their logs exist and nothing is left listening
-    assert (work / "tasmota.emulator.log").exists()
+            assert s.attrs["emulated"] and len(s.t) >= 10, name
+            assert np.nanmax(s.data.get("power_w", s.data.get("energy_j"))) > 0
+            assert s.error_counts == {}, (name, s.error_counts)
+        assert not [e for e in run.events if e.name in ("error", "gap_start")]
+        sync = run.read_derived("sync")
+        analysis = run.read_derived("analysis")
+    # /sync: every stream, the plug's lag fitted against the analyzer within its interval
+    assert set(sync) == names
+    plug = sync["wall"].attrs
+    assert plug["reference"] == "analyzer" and plug["method"] == "stream_fit"
+    lo, hi = plug["lag_ci_s"]
+    assert lo <= plug["lag_s"] <= hi
+    assert float(m.group(2)) == pytest.approx(plug["lag_s"], abs=0.005)
+    assert float(m.group(3)) == pytest.approx((hi - lo) / 2, abs=0.005)
+    # /analysis: the comparison, the calibrated one, the record applied, the verdict
+    comp = analysis["rapl_package_0__vs__analyzer"].attrs
+    assert comp["synchronised"]
+    share = 100 * comp["energy_cand_j"] / comp["energy_ref_j"]
+    assert float(m.group(1)) == pytest.approx(share, abs=0.05)
+    assert 45 < share < 65                     # the powercap emulator's gain is 0.55
+    calibrated = analysis["rapl_package_0_calibrated__vs__analyzer"].attrs
+    assert abs(calibrated["energy_error_pct"]) < 3
+    assert analysis["calibration__rapl_package_0"].attrs["emulated"]
+    verdict = analysis["validation__rapl_package_0__vs__analyzer"].attrs
+    assert verdict["verdict"] == "fail"        # 55 % of the wall is outside +-5 %
+    # the calibration record file
+    records = list((work / "calibration").glob("*.toml"))
+    assert len(records) == 1
+    rec = tomllib.loads(records[0].read_text())
+    assert rec["meter"]["stream"] == "rapl_package_0" and rec["meter"]["emulated"] is True
+    assert rec["reference"]["stream"] == "analyzer"
+    # the report: self-contained, emulated banner, every comparison drawn
+    page = report.read_text()
+    assert "EMULATED METERS" in page and not re.search(r'(src|href)="(?!#|data:)', page)
+    assert page.count('data-figure="timeseries"') == sum(1 for n in analysis if "__vs__" in n
+                                                           and not n.startswith("validation__"))
+    assert "PASS" not in page and "FAIL</b>: rapl_package_0 against analyzer" in page
+    # emulators were stopped: their logs exist
+    assert (work / "tasmota.emulator.log").exists() and (work / "wt300.emulator.log").exists()
