@@ -6,6 +6,7 @@ import io
 import os
 import signal
 import sys
+import tempfile
 import time
 
 import pytest
@@ -71,8 +72,12 @@ def test_children_that_ignore_sigterm_do_not_outlive_the_capture(tmp_path):
 
 def test_kill_9_of_the_capture_ends_the_workload_tree_and_the_next_start_cleans_up(tmp_path):
     pids = tmp_path / "pids"
+    # A private, short TMPDIR (a unix socket path has 108 bytes): captures of other tests running
+    # in parallel clean stale marker folders of the shared temp folder, this one's among them.
+    private_tmp = tempfile.mkdtemp(prefix="hwpt-", dir="/tmp")
     proc = popen_hwval("capture", "--no-nvml", "--no-rapl", "-m", "synthetic:constant:1?period_s=0.01",
-                       "-o", str(tmp_path / "run.h5"), "--", sys.executable, "-c", WORKLOAD, str(pids), "120")
+                       "-o", str(tmp_path / "run.h5"), "--", sys.executable, "-c", WORKLOAD, str(pids), "120",
+                       env={**os.environ, "TMPDIR": private_tmp})
     try:
         child_s, sock = _wait_for(pids)
         child = int(child_s)

@@ -98,7 +98,7 @@ def test_the_good_file_passes_and_every_event_name_is_a_schema_constant(good_run
     with open_run(good_run) as run:
         assert run.stream_names == ["wall"] and run.event_count == 3
         assert {e.name for e in run.events} <= set(schema.EVENT_NAMES)
-    assert schema.EventName.GAP_START in schema.EVENT_NAMES and len(schema.EVENT_NAMES) == 10
+    assert schema.EventName.GAP_START in schema.EVENT_NAMES and len(schema.EVENT_NAMES) == 11
 
 
 @pytest.mark.parametrize("case", list(MALFORMED))

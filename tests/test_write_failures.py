@@ -45,7 +45,7 @@ def test_enospc_in_the_writer_marks_the_run_incomplete_and_closes_the_file(tmp_p
 
     def append_or_enospc(ds, columns):
         calls[0] += 1
-        if calls[0] >= 3:  # the second flush onwards: the disk is full
+        if calls[0] >= 5:  # part-way into the second flush (t, power_w, energy_j each): the disk is full
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         real(ds, columns)
 
@@ -55,11 +55,12 @@ def test_enospc_in_the_writer_marks_the_run_incomplete_and_closes_the_file(tmp_p
     failures = [line for line in notes.splitlines() if "No space left on device" in line]
     assert len(failures) == 1, notes  # one line for the failure, not one per flush
     assert len(notes.splitlines()) <= 4, notes
-    assert calls[0] == 3  # the writer stopped writing at the failure
+    assert calls[0] == 5  # the writer stopped writing at the failure
     with open_run(out) as run:  # closed and readable: no segfault, no half-open file
         assert not run.complete
         assert "No space left on device" in run.attrs["stop_reason"]
-        assert len(run.stream("syn").t) > 0
+        syn = run.stream("syn")  # the half-written second flush was rolled back: columns agree
+        assert len(syn.t) > 0 and len(syn.t) == len(syn.data["power_w"])
     assert journal_path(out).exists()  # the journal holds what the file lacks
     assert not reserve_path(out).exists()
 

@@ -101,9 +101,18 @@ class HDF5Writer:
             if not pages:
                 continue
             t_ds, key_ds = self._datasets[stream]
-            layout.append_columns(t_ds, [p.t for p in pages])
-            for key, ds in key_ds.items():
-                layout.append_columns(ds, [layout.page_column(p, key) for p in pages])
+            n0 = t_ds.shape[0]
+            try:
+                layout.append_columns(t_ds, [p.t for p in pages])
+                for key, ds in key_ds.items():
+                    layout.append_columns(ds, [layout.page_column(p, key) for p in pages])
+            except OSError:
+                # All or nothing per stream: a failure between two columns (a full disk) would leave
+                # t longer than its values, a file no reader accepts; the journal keeps these pages.
+                for ds in (t_ds, *key_ds.values()):
+                    if ds.shape[0] > n0:
+                        ds.resize((n0,))
+                raise
             pages.clear()
         if self._pending_events:
             layout.append_events(self.file["events"], self._pending_events)
