@@ -60,7 +60,9 @@ def test_demo_runs_the_whole_pipeline_and_leaves_every_file(tmp_path):
     assert float(m.group(3)) == pytest.approx((hi - lo) / 2, abs=0.005)
     # /analysis: the comparison, the calibrated one, the record applied, the verdict
     comp = analysis["rapl_package_0__vs__analyzer"].attrs
-    assert comp["synchronised"]
+    # analyze says "synchronised" exactly when /sync holds a lag for the candidate (on a loaded
+    # host the short demo's RAPL fit against the analyzer can come out no_response)
+    assert comp["synchronised"] == (sync["rapl_package_0"].attrs["method"] != "no_response")
     share = 100 * comp["energy_cand_j"] / comp["energy_ref_j"]
     assert float(m.group(1)) == pytest.approx(share, abs=0.05)
     assert 45 < share < 65                     # the powercap emulator's gain is 0.55

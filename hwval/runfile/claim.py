@@ -87,14 +87,27 @@ def _claim(path: Path, force: bool) -> OutputClaim:
         raise OutputRefused(f"output {path} is a directory; give a file name such as {path}/run.h5")
     if path.exists() and not force:
         raise _Taken(_exists(path))
+    # The journal appears under its name already locked: it is created and flock-ed under a private
+    # name, then hard-linked into place (link fails if the name exists, as O_EXCL would). A reader
+    # can then never see an unlocked journal of a live capture and call it a crash.
+    staging = jpath.with_name(f"{jpath.name}.{os.getpid()}.claim")
     try:
-        jfd = os.open(jpath, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
-    except FileExistsError:  # another capture claimed it between the checks and here
-        raise _Taken(f"output {path} is being written by another capture now; choose another -o") from None
+        jfd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
     except OSError as exc:
         raise OutputRefused(_cannot_create(path, exc)) from None
     try:
         fcntl.flock(jfd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        try:
+            os.link(staging, jpath)
+        except FileExistsError:  # another capture claimed it between the checks and here
+            os.close(jfd)
+            raise _Taken(f"output {path} is being written by another capture now; choose another -o") from None
+        except OSError as exc:
+            os.close(jfd)
+            raise OutputRefused(_cannot_create(path, exc)) from None
+    finally:
+        staging.unlink(missing_ok=True)
+    try:
         created = _create_file(path, force)
     except BaseException:
         jpath.unlink(missing_ok=True)
