@@ -3,7 +3,7 @@ definite-length binary blocks, range selection and the accuracy-spec uncertainty
 
 Nothing here touches a transport; every function is tested with byte/string fixtures.
 
-Facts (see ``/work/shared/reference/PROTOCOLS.md``; sources: Yokogawa WT310E user's manual,
+Facts (sources: Yokogawa WT310E user's manual,
 communication commands; intel/yoko-tool ``yokolibs/_wt310.py``; mlcommons/power-dev
 ``power_meter_sampling``; Keysight N6705C programming guide; IEEE 488.2 definite-length blocks):
 
