@@ -18,7 +18,8 @@ import resource
 import tempfile
 import time
 
-import numpy as np
+
+from hwval.capture.lateness import LatenessStats
 
 from hwval.capture.session import CaptureRequest, run_capture
 from hwval.config import CaptureConfig, SoftwareConfig, parse_meter_spec
@@ -71,11 +72,11 @@ def run(rate_hz: float, seconds: float) -> dict:
         cpu, wall = cpu_s() - holder["cpu0"], time.monotonic() - holder["wall0"]
     rec = holder["rec"]
     readings = sum(s.readings for s in rec.stats.values())
-    late = np.concatenate([np.asarray(r.lateness_ns, dtype=float) for r in rec.runners]) / 1e6
+    late = LatenessStats.pooled([r.lateness for r in rec.runners])
     missed = sum(r.missed_deadlines for r in rec.runners)
     return {"rate_hz": rate_hz, "readings": readings, "cpu_pct_core": 100 * cpu / wall,
-            "cpu_us_per_reading": 1e6 * cpu / max(readings, 1), "late_median_ms": float(np.median(late)),
-            "late_p99_ms": float(np.percentile(late, 99)), "late_max_ms": float(np.max(late)),
+            "cpu_us_per_reading": 1e6 * cpu / max(readings, 1), "late_median_ms": late.quantile_ns(0.5) / 1e6,
+            "late_p99_ms": late.quantile_ns(0.99) / 1e6, "late_max_ms": late.max_ns / 1e6,
             "missed": missed, "dropped": sum(s.dropped for s in rec.stats.values())}
 
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from hwval.runfile.documents import Descriptor, Document, Event, Page, Start, Stop
 from hwval.clock import PeriodicSchedule, now_ns
+from hwval.capture.lateness import LatenessStats
 from hwval.sources.base import Disconnected, Source, SourceError, StreamInfo, TransientError
 
 log = logging.getLogger(__name__)
@@ -52,8 +53,8 @@ class _SourceRunner:
         self.missed_deadlines = 0
         #: Why the source's thread ended before the capture stopped ("" while it runs).
         self.died = ""
-        #: (deadline, read start) lateness in ns for polled sources; for the overhead benchmark.
-        self.lateness_ns: list[int] = []
+        #: how late polled reads started against their deadlines (constant memory); for benchmarks.
+        self.lateness = LatenessStats()
         self.thread = threading.Thread(target=self._main, name=f"hwval-source-{label}", daemon=True)
 
     # -- SourceContext -------------------------------------------------------------------
@@ -96,7 +97,7 @@ class _SourceRunner:
         schedule = PeriodicSchedule(period, self.stop)
         read = self.source.read
         put = self.recorder.put_reading
-        lateness = self.lateness_ns
+        add_lateness = self.lateness.add
         while (deadline := schedule.wait()) is not None:
             started = now_ns()
             try:
@@ -105,8 +106,7 @@ class _SourceRunner:
                 self._failed(exc)
                 continue
             t = now_ns()
-            if len(lateness) < 1_000_000:
-                lateness.append(started - deadline)
+            add_lateness(started - deadline)
             if self.in_gap:
                 self._end_gap(t)
             for stream, values in items:
