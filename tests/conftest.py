@@ -21,6 +21,19 @@ def popen_hwval(*args: str, **kwargs) -> subprocess.Popen:
                             text=True, **kwargs)
 
 
+class StepClock:
+    """A monotonic clock the test advances by hand (nanoseconds)."""
+
+    def __init__(self, start_ns: int = 10**12) -> None:
+        self.t_ns = start_ns
+
+    def __call__(self) -> int:
+        return self.t_ns
+
+    def advance(self, seconds: float) -> None:
+        self.t_ns += round(seconds * 1e9)
+
+
 @pytest.fixture
 def hwval_cmd():
     return run_hwval

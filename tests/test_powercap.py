@@ -20,21 +20,9 @@ from hwval.emulators.powercap import PowercapWriter, build_tree, plan_zones
 from hwval.sources.base import SourceSpec
 from hwval.sources.rapl import RaplSource
 from hwval.runfile.reader import open_run
+from conftest import StepClock
 
 HWVAL = [sys.executable, "-m", "hwval.cli"]
-
-
-class StepClock:
-    """A monotonic clock the test advances by hand (nanoseconds)."""
-
-    def __init__(self, start_ns: int = 10**12) -> None:
-        self.t_ns = start_ns
-
-    def __call__(self) -> int:
-        return self.t_ns
-
-    def advance(self, seconds: float) -> None:
-        self.t_ns += round(seconds * 1e9)
 
 
 class Emulator:

@@ -15,19 +15,7 @@ from hwval.emulators.powercap import build_tree, format_counter, plan_zones
 from hwval.sources.base import SourceSpec, SourceUnavailable, TransientError
 from hwval.sources.rapl import RaplSource, create
 from hwval.sources.rapl_zones import discover
-
-
-class StepClock:
-    """A monotonic clock the test advances by hand (nanoseconds)."""
-
-    def __init__(self, start_ns: int = 10**12) -> None:
-        self.t_ns = start_ns
-
-    def __call__(self) -> int:
-        return self.t_ns
-
-    def advance(self, seconds: float) -> None:
-        self.t_ns += round(seconds * 1e9)
+from conftest import StepClock
 
 
 def make_tree(root: Path, packages=1, nested=("core", "dram"), psys=False, layout="sysfs",

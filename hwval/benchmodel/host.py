@@ -53,21 +53,24 @@ _BUSY_COLUMNS = (0, 1, 2, 5, 6, 7)
 USER_HZ = os.sysconf("SC_CLK_TCK")
 
 
+def _read_aggregate_ticks(stat_path: str) -> tuple[list[int], int]:
+    """The aggregate ``cpu`` line of ``/proc/stat`` (proc(5)) as USER_HZ ticks, and the CPU count."""
+    with open(stat_path, "rb") as f:
+        lines = f.read().decode().splitlines()
+    fields = lines[0].split()
+    if fields[0] != "cpu":
+        raise ValueError(f"{stat_path}: first line is not the aggregate 'cpu' line")
+    ncpu = sum(1 for line in lines[1:] if line.startswith("cpu"))
+    return [int(v) for v in fields[1:]], max(ncpu, 1)
+
+
 def read_cpu_busy_s(stat_path: str = "/proc/stat") -> tuple[float, int]:
     """Busy CPU-seconds since boot summed over all CPUs, and the number of CPUs.
 
     From the aggregate ``cpu`` line of ``/proc/stat`` (proc(5)): columns are in USER_HZ ticks.
     """
-    with open(stat_path, "rb") as f:
-        text = f.read().decode()
-    lines = text.splitlines()
-    fields = lines[0].split()
-    if fields[0] != "cpu":
-        raise ValueError(f"{stat_path}: first line is not the aggregate 'cpu' line")
-    ticks = [int(v) for v in fields[1:]]
-    busy = sum(ticks[i] for i in _BUSY_COLUMNS if i < len(ticks))
-    ncpu = sum(1 for line in lines[1:] if line.startswith("cpu"))
-    return busy / USER_HZ, max(ncpu, 1)
+    ticks, ncpu = _read_aggregate_ticks(stat_path)
+    return sum(ticks[i] for i in _BUSY_COLUMNS if i < len(ticks)) / USER_HZ, ncpu
 
 
 #: /proc/stat's ``nice`` column: user time of processes with a positive nice value.
@@ -79,14 +82,8 @@ def read_niced_busy_s(stat_path: str = "/proc/stat") -> tuple[float, int]:
     column). The pulse generator's workers run at nice 5, so a bench following this sees the
     pulses even on a machine that other (un-niced) work keeps 100 % busy, where the total busy
     share cannot change; the ``--cpu-load niced`` of ``hwval emulate host-bench``."""
-    with open(stat_path, "rb") as f:
-        text = f.read().decode()
-    lines = text.splitlines()
-    fields = lines[0].split()
-    if fields[0] != "cpu":
-        raise ValueError(f"{stat_path}: first line is not the aggregate 'cpu' line")
-    ncpu = sum(1 for line in lines[1:] if line.startswith("cpu"))
-    return int(fields[1 + _NICE_COLUMN]) / USER_HZ, max(ncpu, 1)
+    ticks, ncpu = _read_aggregate_ticks(stat_path)
+    return ticks[_NICE_COLUMN] / USER_HZ, ncpu
 
 
 def nvml_utilisation_reader() -> Callable[[], float] | None:
