@@ -279,7 +279,9 @@ class Wt300Source:
         energy_j = wh * 3600.0
         if self.energy_origin_j is None:
             self.energy_origin_j = energy_j
-        self.last_energy_j = self.energy_carry_j + energy_j - self.energy_origin_j
+        # carry + (e - origin), not (carry + e) - origin: rounding is monotone in each step, so
+        # the counter can never step back by an ulp at a restart (CI saw -7e-15 J)
+        self.last_energy_j = self.energy_carry_j + (energy_j - self.energy_origin_j)
         return self.last_energy_j
 
     def _ranges_in_use(self) -> tuple[float, float]:
