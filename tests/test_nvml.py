@@ -1,5 +1,5 @@
 """NVML source against ``pynvml`` patched at the module boundary: every function the source calls
-is an autospec of the real one (``hwval.sources.nvml_sim``) and faults are real ``NVMLError``
+is an autospec of the real one (``hwval.emulators.nvml_sim``) and faults are real ``NVMLError``
 codes."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from hwval.sources.base import Disconnected, SourceSpec, SourceUnavailable, Tran
 from hwval.sources import nvml, nvml_devices
 from hwval.sources.nvml import NvmlSource, create
 from hwval.sources.nvml_devices import NvmlDevice, parse_visible, power_usage_semantics, resolve_visible
-from hwval.sources.nvml_sim import SimGpu, SimNvml
+from hwval.emulators.nvml_sim import SimGpu, SimNvml
 
 UUIDS = ["GPU-11111111-aaaa-bbbb-cccc-000000000000", "GPU-22222222-aaaa-bbbb-cccc-000000000000",
          "GPU-33333333-aaaa-bbbb-cccc-000000000000"]
