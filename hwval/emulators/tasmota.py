@@ -25,6 +25,7 @@ import click
 from hwval.benchmodel import Bench, MeterModel
 from hwval.emulators.options import bench_options
 from hwval.emulators.pty import FaultPlan, PtyEmulator, fault_options, run_until_signal
+from hwval.sources.emulated import EMULATOR_MARK
 from hwval.sources.serial import tasmota_codec as codec
 
 RES_LIMITS = {"WattRes": 3, "VoltRes": 3, "AmpRes": 3, "FreqRes": 3, "EnergyRes": 5}
@@ -122,7 +123,8 @@ class TasmotaEmulator(PtyEmulator):
             version = OLD_VERSION if self.old_firmware else NEW_VERSION
             payload = (f'{{"StatusFWR":{{"Version":"{version}","BuildDateTime":"2023-08-14T12:00:00",'
                        f'"Boot":31,"Core":"2_7_4_9","SDK":"2.2.2-dev(38a443e)","CpuFrequency":80,'
-                       f'"Hardware":"ESP8266EX","CR":"369/699"}}}}')
+                       # the identity says it is an emulator (hwval.sources.emulated)
+                       f'"Hardware":"ESP8266EX {EMULATOR_MARK}","CR":"369/699"}}}}')
             self.publish("STATUS2", payload, stat=True)
         elif index in ("8", "10"):
             if self.old_firmware:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from hwval.sources.base import Disconnected, SourceContext, SourceUnavailable, TransientError
+from hwval.sources.emulated import says_emulated
 from hwval.sources.visa.codec import Identity, MalformedReply, parse_error, parse_idn
 from hwval.sources.visa.profile import Profile, ProfileError, select_profile
 
@@ -183,7 +184,10 @@ class ScpiSession:
 
     @property
     def emulated(self) -> bool:
-        return self.backend.endswith("@sim") or "127.0.0.1" in self.resource
+        """From what the instrument said it is (``*IDN?``), never from its address: a real
+        analyzer behind an SSH tunnel on 127.0.0.1 is real. ``False`` before :meth:`connect`."""
+        return self.identity is not None and says_emulated(
+            (self.identity.manufacturer, self.identity.model, self.identity.serial, self.identity.firmware))
 
     def connect(self, ctx: SourceContext, stream: str) -> Profile:
         """Open, check the identity, pick the profile; errors name what answered."""
