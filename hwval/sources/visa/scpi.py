@@ -20,6 +20,7 @@ Sources: pyvisa/pyvisa-py ``tcpip.py``; pyvisa/pyvisa-sim docs.
 from __future__ import annotations
 
 import logging
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,20 @@ def resolve_backend(backend: str, driver: str) -> str:
     return backend
 
 
+def unresolvable_host(resource: str) -> str | None:
+    """For a ``TCPIP`` resource whose host is neither an IP address nor a name this machine can
+    resolve, the reason in words; ``None`` otherwise (other resource types, or a good host)."""
+    parts = resource.split("::")
+    if len(parts) < 2 or not parts[0].upper().startswith("TCPIP"):
+        return None
+    host = parts[1]
+    try:
+        socket.getaddrinfo(host, None)
+    except (socket.gaierror, UnicodeError) as exc:
+        return f"host {host!r} is not an IP address or a name this machine resolves ({exc})"
+    return None
+
+
 class ScpiTransport:
     """One pyvisa resource with LF termination, timeouts and error translation."""
 
@@ -91,6 +106,12 @@ class ScpiTransport:
                 timeout=int(self.timeout_s * 1000))
         except Exception as exc:  # pyvisa raises VisaIOError, OSError or ValueError by backend
             self.close()
+            bad_host = unresolvable_host(self.resource) if self.backend == "@py" else None
+            if bad_host:
+                # pyvisa-py reports an unresolvable host as "Bad file descriptor": say what it is
+                raise SourceUnavailable(
+                    f"{self.driver}: cannot open {self.resource}: {bad_host}; fix the address "
+                    "(TCPIP::<ip or host>::INSTR, or TCPIP::<ip>::<port>::SOCKET)") from None
             raise SourceUnavailable(
                 f"{self.driver}: cannot open {self.resource} ({self.backend}): {exc}; check the "
                 "instrument is on and reachable at that address (or start "
