@@ -343,3 +343,21 @@ def test_info_rejects_a_run_without_schema_version(tmp_path):
     res = run_hwval("info", str(path))
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1
     assert "without a valid schema_version" in res.stderr
+
+
+def test_summary_line_counts_in_words(tmp_path):
+    import io
+
+    from hwval.capture.session import CaptureRequest, run_capture
+    from hwval.config import CaptureConfig, SoftwareConfig
+    from hwval.sources.base import SourceSpec
+
+    config = CaptureConfig(software=SoftwareConfig(nvml=False, rapl=False),
+                           meters=(SourceSpec("synthetic", "constant:100", "syn", 0.05, {}),))
+    notes = io.StringIO()
+    out = tmp_path / "one.h5"
+    assert run_capture(CaptureRequest(config=config, duration_s=0.3, output=str(out), live=False,
+                                      notes=notes)) == 0
+    with open_run(out) as run:
+        n = len(run.stream("syn").t)
+    assert f"hwval: wrote {out} (1 stream, {n} readings)" in notes.getvalue()

@@ -224,7 +224,8 @@ class TasmotaEmulator(PtyEmulator):
 @click.command()
 @bench_options(window_s=0.2, latency_s=0.2)
 @fault_options
-@click.option("--baudrate", type=int, default=115200, show_default=True)
+@click.option("--baudrate", type=int, default=115200, show_default=True,
+              help="console line speed; a driver opening the port at another speed sees garbage")
 @click.option("--mqtt", type=click.Choice(["off", "connected", "disconnected"]), default="off",
               show_default=True, help="MQTT state: topic form of published messages")
 @click.option("--topic", default="tasmota_5A9AE8", show_default=True, help="device topic")
@@ -234,10 +235,14 @@ class TasmotaEmulator(PtyEmulator):
 @click.option("--old-firmware", is_flag=True, help="pre-6.x: StatusPWR in Status 8, no ms")
 @click.option("--tele-period", type=click.IntRange(0, 3600), default=300, show_default=True,
               help="TelePeriod in s (0 off; firmware clamps 1..9 to 10)")
-@click.option("--watt-res", type=click.IntRange(0, 3), default=0, show_default=True)
-@click.option("--volt-res", type=click.IntRange(0, 3), default=0, show_default=True)
-@click.option("--amp-res", type=click.IntRange(0, 3), default=3, show_default=True)
-@click.option("--energy-res", type=click.IntRange(0, 5), default=3, show_default=True)
+@click.option("--watt-res", type=click.IntRange(0, 3), default=0, show_default=True,
+              help="WattRes: decimals of the reported power")
+@click.option("--volt-res", type=click.IntRange(0, 3), default=0, show_default=True,
+              help="VoltRes: decimals of the reported voltage")
+@click.option("--amp-res", type=click.IntRange(0, 3), default=3, show_default=True,
+              help="AmpRes: decimals of the reported current")
+@click.option("--energy-res", type=click.IntRange(0, 5), default=3, show_default=True,
+              help="EnergyRes: decimals of the reported kWh totals")
 @click.option("--frequency/--no-frequency", default=False, help="chip reports Frequency")
 def cli(bench: Bench, model: MeterModel, ready_file: str | None, faults: FaultPlan,
         counts_file: str | None, baudrate: int, mqtt: str, topic: str, heap: bool, channels: int,
