@@ -1,6 +1,6 @@
 """One clean capture per driver, through its real transport against its emulator, under the real
-recorder: zero counted errors (so no ``undeclared_key``), every declared key present, and power
-equal to the bench's constant truth within the meter's quantum.
+recorder: zero counted errors (so no ``undeclared_key``), every declared key present, power
+equal to the bench's constant truth within the meter's quantum, and the stream marked emulated.
 
 The bench is a constant power that no meter's resolution represents exactly, so every driver's
 scaling and rounding is checked (a 1 W meter must read 123 W, a 0.1 W meter 123.5 W, ...).
@@ -263,6 +263,7 @@ def test_clean_capture_has_no_errors_every_declared_key_and_the_true_power(drive
     assert sorted(recorded.infos) == sorted(case.truth_w)
     for name, info in recorded.infos.items():
         stats = recorded.stats[name]
+        assert info.emulated, name  # an emulator never passes for the meter it imitates
         assert stats["error_counts"] == {}, (name, stats)
         assert stats["dropped"] == 0 and stats["readings"] >= READINGS, (name, stats)
         columns = recorded.readings[name]

@@ -55,8 +55,9 @@ def test_streams_keys_identity_and_semantics():
         assert {k: h100.identity[k] for k in ("name", "uuid", "serial", "driver_version",
                                               "architecture", "power_limit_w", "cuda_index")} == {
             "name": "NVIDIA H100 80GB HBM3", "uuid": UUIDS[0], "serial": "serial-0",
-            "driver_version": "560.35.03", "architecture": "hopper", "power_limit_w": 700.0,
+            "driver_version": "560.35.03 HWVAL-EMULATOR", "architecture": "hopper", "power_limit_w": 700.0,
             "cuda_index": 0}
+        assert all(i.emulated for i in infos)  # the simulated driver says it is one
         assert a100.identity["power_limit_w"] == 400.0 and a100.identity["architecture"] == "ampere"
         assert all(i.scope == "gpu" and i.kind == "software" and i.resource == u
                    for i, u in zip(infos, UUIDS))
