@@ -26,7 +26,6 @@ from hwval.runfile.documents import Start
 from hwval.capture.hdf5_writer import HDF5Writer
 from hwval.runfile.claim import OutputClaim, OutputRefused, claim_output
 from hwval.runfile.journal import JournalWriter, journal_path
-from hwval.runfile.recover import plural
 from hwval.runfile.schema import EVENT_SIGNAL
 from hwval.capture.live_view import LiveView
 from hwval.capture.marker_server import MarkerServer
@@ -195,7 +194,8 @@ def run_capture(request: CaptureRequest) -> int:
             print(f"  {msg}", file=request.notes)
         return exit_code or CAPTURE_FAILED
     total = sum(s.readings for s in recorder.stats.values())
-    print(f"hwval: wrote {output} ({plural(len(recorder.infos), 'stream')}, {plural(total, 'reading')})",
+    n = len(recorder.infos)
+    print(f"hwval: wrote {output} ({n} stream{'s' * (n != 1)}, {total} reading{'s' * (total != 1)})",
           file=request.notes)
     return exit_code
 
