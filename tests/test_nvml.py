@@ -1,5 +1,5 @@
 """NVML source against ``pynvml`` patched at the module boundary: every function the source calls
-is an autospec of the real one (``hwval.sources.nvml_sim``) and faults are real ``NVMLError``
+is an autospec of the real one (``hwval.emulators.nvml_sim``) and faults are real ``NVMLError``
 codes."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from hwval.sources.base import Disconnected, SourceSpec, SourceUnavailable, Tran
 from hwval.sources import nvml, nvml_devices
 from hwval.sources.nvml import NvmlSource, create
 from hwval.sources.nvml_devices import NvmlDevice, parse_visible, power_usage_semantics, resolve_visible
-from hwval.sources.nvml_sim import SimGpu, SimNvml
+from hwval.emulators.nvml_sim import SimGpu, SimNvml
 
 UUIDS = ["GPU-11111111-aaaa-bbbb-cccc-000000000000", "GPU-22222222-aaaa-bbbb-cccc-000000000000",
          "GPU-33333333-aaaa-bbbb-cccc-000000000000"]
@@ -55,8 +55,9 @@ def test_streams_keys_identity_and_semantics():
         assert {k: h100.identity[k] for k in ("name", "uuid", "serial", "driver_version",
                                               "architecture", "power_limit_w", "cuda_index")} == {
             "name": "NVIDIA H100 80GB HBM3", "uuid": UUIDS[0], "serial": "serial-0",
-            "driver_version": "560.35.03", "architecture": "hopper", "power_limit_w": 700.0,
+            "driver_version": "560.35.03 HWVAL-EMULATOR", "architecture": "hopper", "power_limit_w": 700.0,
             "cuda_index": 0}
+        assert all(i.emulated for i in infos)  # the simulated driver says it is one
         assert a100.identity["power_limit_w"] == 400.0 and a100.identity["architecture"] == "ampere"
         assert all(i.scope == "gpu" and i.kind == "software" and i.resource == u
                    for i, u in zip(infos, UUIDS))

@@ -194,7 +194,9 @@ def run_capture(request: CaptureRequest) -> int:
             print(f"  {msg}", file=request.notes)
         return exit_code or CAPTURE_FAILED
     total = sum(s.readings for s in recorder.stats.values())
-    print(f"hwval: wrote {output} ({len(recorder.infos)} streams, {total} readings)", file=request.notes)
+    n = len(recorder.infos)
+    print(f"hwval: wrote {output} ({n} stream{'s' * (n != 1)}, {total} reading{'s' * (total != 1)})",
+          file=request.notes)
     return exit_code
 
 

@@ -44,6 +44,7 @@ from typing import Any, Callable, Mapping
 
 import pynvml
 
+from hwval.sources.emulated import says_emulated
 from hwval.sources.base import (Disconnected, Key, SourceContext, SourceSpec, SourceUnavailable,
                                 StreamInfo, TransientError, check_options)
 from hwval.sources.nvml_devices import (LOST_CODES, REOPEN_CODES, TRANSIENT_CODES, UNSUPPORTED_CODES,
@@ -334,7 +335,8 @@ class NvmlSource:
                      power_semantics=semantics, power_window_s=window_s)
         return StreamInfo(name=gpu.stream, kind="software", driver="nvml",
                           resource=gpu.visible.device.uuid, scope="gpu", period_s=self.period_s,
-                          keys=tuple(keys), identity=ident, notes=tuple(gpu.notes))
+                          keys=tuple(keys), identity=ident, notes=tuple(gpu.notes),
+                          emulated=says_emulated(ident.get(k) for k in ("driver_version", "name", "serial")))
 
     def close(self) -> None:
         self._gpus = []

@@ -38,7 +38,8 @@ from hwval.sources.base import (
     Key, SourceContext, SourceSpec, StreamInfo, TransientError, check_options,
 )
 from hwval.sources.serial import tasmota_codec as codec
-from hwval.sources.serial.common import RelativeEnergy, is_emulated, require_positive
+from hwval.sources.emulated import says_emulated
+from hwval.sources.serial.common import RelativeEnergy, require_positive
 from hwval.sources.serial.framing import LineBuffer
 from hwval.sources.serial.port import (
     SilenceWatch, bytes_waiting, close_quietly, line_settings, open_serial, read_available, write_all,
@@ -113,8 +114,9 @@ class TasmotaSource:
         identity: dict[str, Any] = {"port": self.resource, "settings": self.settings}
         notes: list[str] = []
         fw = self._query("Status 2", lambda m: m.name == "STATUS2")
+        firmware = codec.firmware_identity(fw.payload) if fw is not None else {}
         if fw is not None:
-            identity.update(codec.firmware_identity(fw.payload))
+            identity.update(firmware)
         else:
             notes.append("no answer to 'Status 2' at open: firmware version unknown")
         for setting in ("WattRes", "EnergyRes"):
@@ -136,7 +138,7 @@ class TasmotaSource:
         return [StreamInfo(
             name=self.name, kind="hardware", driver="tasmota", resource=self.resource,
             scope="wall", period_s=self.period_s, keys=tuple(KEY_INFO[k] for k in self.keys),
-            identity=identity, emulated=is_emulated(self.resource), notes=tuple(notes))]
+            identity=identity, emulated=says_emulated(firmware.values()), notes=tuple(notes))]
 
     def close(self) -> None:
         close_quietly(self.port)

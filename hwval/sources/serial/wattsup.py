@@ -28,7 +28,8 @@ from hwval.sources.base import (
     Key, SourceContext, SourceSpec, StreamInfo, TransientError, check_options,
 )
 from hwval.sources.serial import wattsup_codec as codec
-from hwval.sources.serial.common import RelativeEnergy, is_emulated, require_positive
+from hwval.sources.emulated import says_emulated
+from hwval.sources.serial.common import RelativeEnergy, require_positive
 from hwval.sources.serial.port import (
     SilenceWatch, close_quietly, line_settings, open_serial, read_available, write_all,
 )
@@ -78,8 +79,9 @@ class WattsUpSource:
         identity: dict[str, Any] = {"port": self.resource, "settings": self.settings}
         notes = []
         version = self._ask(b"#V,R,0;", "v")
+        device_says = codec.decode_version(version) if version is not None else {}
         if version is not None:
-            identity.update(codec.decode_version(version))
+            identity.update(device_says)
         else:
             notes.append("no answer to #V,R,0; at open: meter version unknown")
         header = self._ask(b"#H,R,0;", "h")
@@ -102,7 +104,7 @@ class WattsUpSource:
                 Key("apparent_power_va", "VA", "window_mean", float(self.interval_s)))
         return [StreamInfo(name=self.name, kind="hardware", driver="wattsup",
                            resource=self.resource, scope="wall", period_s=self.period_s,
-                           keys=keys, identity=identity, emulated=is_emulated(self.resource),
+                           keys=keys, identity=identity, emulated=says_emulated(device_says.values()),
                            notes=tuple(notes))]
 
     def close(self) -> None:

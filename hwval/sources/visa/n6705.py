@@ -139,7 +139,7 @@ class N6705Source:
             power = arrays["power_w"]
             bad = ~np.isfinite(power)
             if bad.any():
-                ctx.count_error(self.name, "overload", f"{int(bad.sum())} samples over range or without data")
+                ctx.count_error(self.name, "overload", f"{int(bad.sum())} sample(s) over range or without data")
                 arrays = {k: np.where(np.isfinite(a), a, np.nan) for k, a in arrays.items()}
             times = sample_times_ns(receipt_ns, self.points, self.interval_s)
             for i, t_ns in enumerate(times.tolist()):

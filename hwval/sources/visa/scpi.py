@@ -20,10 +20,12 @@ Sources: pyvisa/pyvisa-py ``tcpip.py``; pyvisa/pyvisa-sim docs.
 from __future__ import annotations
 
 import logging
+import socket
 from pathlib import Path
 from typing import Any
 
 from hwval.sources.base import Disconnected, SourceContext, SourceUnavailable, TransientError
+from hwval.sources.emulated import says_emulated
 from hwval.sources.visa.codec import Identity, MalformedReply, parse_error, parse_idn
 from hwval.sources.visa.profile import Profile, ProfileError, select_profile
 
@@ -62,6 +64,20 @@ def resolve_backend(backend: str, driver: str) -> str:
     return backend
 
 
+def unresolvable_host(resource: str) -> str | None:
+    """For a ``TCPIP`` resource whose host is neither an IP address nor a name this machine can
+    resolve, the reason in words; ``None`` otherwise (other resource types, or a good host)."""
+    parts = resource.split("::")
+    if len(parts) < 2 or not parts[0].upper().startswith("TCPIP"):
+        return None
+    host = parts[1]
+    try:
+        socket.getaddrinfo(host, None)
+    except (socket.gaierror, UnicodeError) as exc:
+        return f"host {host!r} is not an IP address or a name this machine resolves ({exc})"
+    return None
+
+
 class ScpiTransport:
     """One pyvisa resource with LF termination, timeouts and error translation."""
 
@@ -90,6 +106,12 @@ class ScpiTransport:
                 timeout=int(self.timeout_s * 1000))
         except Exception as exc:  # pyvisa raises VisaIOError, OSError or ValueError by backend
             self.close()
+            bad_host = unresolvable_host(self.resource) if self.backend == "@py" else None
+            if bad_host:
+                # pyvisa-py reports an unresolvable host as "Bad file descriptor": say what it is
+                raise SourceUnavailable(
+                    f"{self.driver}: cannot open {self.resource}: {bad_host}; fix the address "
+                    "(TCPIP::<ip or host>::INSTR, or TCPIP::<ip>::<port>::SOCKET)") from None
             raise SourceUnavailable(
                 f"{self.driver}: cannot open {self.resource} ({self.backend}): {exc}; check the "
                 "instrument is on and reachable at that address (or start "
@@ -183,7 +205,10 @@ class ScpiSession:
 
     @property
     def emulated(self) -> bool:
-        return self.backend.endswith("@sim") or "127.0.0.1" in self.resource
+        """From what the instrument said it is (``*IDN?``), never from its address: a real
+        analyzer behind an SSH tunnel on 127.0.0.1 is real. ``False`` before :meth:`connect`."""
+        return self.identity is not None and says_emulated(
+            (self.identity.manufacturer, self.identity.model, self.identity.serial, self.identity.firmware))
 
     def connect(self, ctx: SourceContext, stream: str) -> Profile:
         """Open, check the identity, pick the profile; errors name what answered."""

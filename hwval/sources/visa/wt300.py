@@ -3,7 +3,7 @@ reference analyzer, driven the way the MLPerf tooling drives it.
 
 ``-m 'wt300:TCPIP::10.0.0.5::INSTR?update_s=0.25&ranging=pass&integrate=true'``
 
-Sequence at open: ``*IDN?`` (must match a ``wt300`` profile in ``firmware_configs/scpi``), the
+Sequence at open: ``*IDN?`` (must match a ``wt300`` profile in ``hwval/sources/visa/profiles``), the
 profile's setup (``*CLS``, ``:STAT:QMES ON``, ``:COMM:HEAD OFF``, ``:COMM:VERB ON``,
 ``:SYST:COMM:COMM WT300``, ``:NUM:FORM ASCII``), ``:NUM:NORM:NUM n`` and
 ``:NUM:NORM:ITEM<x> <func>,<elem>`` for U, I, P (and WH when integrating), the update rate
