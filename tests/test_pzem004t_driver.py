@@ -219,11 +219,11 @@ def test_unplug_raises_disconnected_and_replug_resumes(bench):
 
 
 @pytest.mark.parametrize("options, text", [
-    ({"address": 0}, "1..247"),
-    ({"address": 250}, "1..247"),
+    ({"address": 0}, "'address' must be a whole number >= 1 and <= 248, got 0"),
+    ({"address": 250}, "'address' must be a whole number >= 1 and <= 248, got 250"),
     ({"bogus": 1}, "unknown option 'bogus'"),
-    ({"timeout_s": 0.0}, "timeout_s"),
-    ({"reset_energy": "yes"}, "must be bool"),
+    ({"timeout_s": 0.0}, "'timeout_s' must be a number > 0 s, got 0.0"),
+    ({"reset_energy": "yes"}, "'reset_energy' must be true or false, got 'yes'"),
 ])
 def test_bad_options_are_named(options, text):
     with pytest.raises(ValueError, match=text):

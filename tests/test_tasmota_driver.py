@@ -41,9 +41,9 @@ def spec(path: str, **options) -> SourceSpec:
 def test_unknown_and_bad_options_are_rejected():
     with pytest.raises(ValueError, match="unknown option 'baud'.*accepted: baudrate"):
         create(spec("/dev/null", baud=9600))
-    with pytest.raises(ValueError, match="'command' must be status10 or status8"):
+    with pytest.raises(ValueError, match="'command' must be one of status10, status8, got 'status11'"):
         create(spec("/dev/null", command="status11"))
-    with pytest.raises(ValueError, match="'mode' must be poll or sensor"):
+    with pytest.raises(ValueError, match="'mode' must be one of poll, sensor"):
         create(spec("/dev/null", mode="push"))
 
 

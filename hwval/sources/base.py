@@ -159,8 +159,8 @@ class SourceSpec:
 
     ``name`` is the stream name (or the prefix for multi-stream sources); ``period_s`` is ``None``
     when the operator left it to the driver's default; ``options`` holds the driver's own settings
-    (already typed: int, float, bool or str). A driver must reject options it does not know with a
-    ``ValueError`` naming the option and listing the accepted ones (see :func:`check_options`).
+    (already typed: int, float, bool or str). A driver declares its options in
+    :mod:`hwval.sources.options`, whose validator rejects unknown or bad ones with one line.
     """
 
     driver: str
@@ -168,27 +168,13 @@ class SourceSpec:
     name: str
     period_s: float | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
+    #: Where the options were written (``lab.toml: meters[0].options``), for error messages;
+    #: empty for a ``-m`` spec (the error already names the meter).
+    origin: str = field(default="", compare=False)
 
 
-#: Each driver module exposes ``create(spec: SourceSpec) -> Source``.
+#: Each driver module exposes ``create(spec: SourceSpec) -> Source`` (which builds its source as
+#: ``XSource(spec, OPTIONS.parse(spec))``) and ``OPTIONS``, a
+#: :class:`hwval.sources.options.DriverOptions`.
 SourceFactory = Callable[[SourceSpec], Source]
 
-
-def check_options(spec: SourceSpec, accepted: Mapping[str, type | tuple[type, ...]]) -> dict[str, Any]:
-    """Validate ``spec.options`` against ``{name: type}``; return them as a plain dict.
-
-    Raises ``ValueError`` naming the driver, the offending option and what is accepted.
-    """
-    out: dict[str, Any] = {}
-    for key, value in spec.options.items():
-        if key not in accepted:
-            names = ", ".join(sorted(accepted)) or "none"
-            raise ValueError(f"{spec.driver}: unknown option {key!r} (accepted: {names})")
-        want = accepted[key]
-        if want is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, want):
-            wname = want.__name__ if isinstance(want, type) else "/".join(t.__name__ for t in want)
-            raise ValueError(f"{spec.driver}: option {key!r} must be {wname}, got {value!r}")
-        out[key] = value
-    return out

@@ -39,8 +39,8 @@ import serial
 
 from hwval.sources.base import (
     Disconnected, Key, SourceContext, SourceSpec, SourceUnavailable, StreamInfo, TransientError,
-    check_options,
 )
+from hwval.sources.options import DriverOptions, Option
 from hwval.sources.serial import pzem004t_codec as codec
 from hwval.sources.serial.common import RelativeEnergy, is_emulated, require_positive
 from hwval.sources.serial.framing import FrameScanner
@@ -54,8 +54,17 @@ DEFAULT_PERIOD_S = 1.0
 MODULE_UPDATE_S = 1.0
 WH_TO_J = 3600.0
 
-OPTIONS = {"address": int, "reset_energy": bool, "timeout_s": float, "retries": int,
-           "baudrate": int, "silence_s": float}
+OPTIONS = DriverOptions(DRIVER, "a PZEM-004T v3.0 module polled over Modbus-RTU (9600 8N1)",
+                        "a serial port (/dev/ttyUSB0)", (
+    Option("address", int, 1, "Modbus slave address (248 = 0xF8 reaches a single module "
+           "whatever its address)", ge=1, le=248),
+    Option("reset_energy", bool, False, "reset the module's energy counter once at the first open"),
+    Option("timeout_s", float, 0.5, "wait this long for each reply", "s", gt=0),
+    Option("retries", int, 1, "failed requests re-sent at once before the poll is a gap", ge=0),
+    Option("baudrate", int, 9600, "line speed (the module's is fixed at 9600)", "baud", gt=0),
+    Option("silence_s", float, 5.0, "nothing parseable for this long is reported as a likely "
+           "wrong baud rate", "s", gt=0),
+))
 
 
 class ExchangeFailed(Exception):
@@ -72,21 +81,19 @@ class Pzem004tSource:
 
     mode = "polled"
 
-    def __init__(self, spec: SourceSpec, options: Mapping[str, Any]) -> None:
+    def __init__(self, spec: SourceSpec, options: Mapping[str, Any] | None = None) -> None:
+        options = OPTIONS.parse(spec) if options is None else options
         self.spec = spec
         self.resource = spec.resource
         self.stream = spec.name
         self.period_s = spec.period_s if spec.period_s is not None else DEFAULT_PERIOD_S
-        self.address = codec.check_address(options.get("address", 1))
-        self.reset_energy = options.get("reset_energy", False)
-        self.timeout_s = options.get("timeout_s", 0.5)
-        self.retries = options.get("retries", 1)
-        self.baudrate = options.get("baudrate", 9600)
-        self.silence_s = options.get("silence_s", 5.0)
-        require_positive(DRIVER, period_s=self.period_s, timeout_s=self.timeout_s,
-                         silence_s=self.silence_s)
-        if self.retries < 0:
-            raise ValueError(f"{DRIVER}: retries must be >= 0, got {self.retries}")
+        self.address = options["address"]
+        self.reset_energy = options["reset_energy"]
+        self.timeout_s = options["timeout_s"]
+        self.retries = options["retries"]
+        self.baudrate = options["baudrate"]
+        self.silence_s = options["silence_s"]
+        require_positive(DRIVER, period_s=self.period_s)
         self.settings = line_settings(self.baudrate)
         self._port = None
         self._ctx: SourceContext | None = None
@@ -290,4 +297,4 @@ def flush_input(port: serial.Serial, resource: str) -> None:
 
 
 def create(spec: SourceSpec) -> Pzem004tSource:
-    return Pzem004tSource(spec, check_options(spec, OPTIONS))
+    return Pzem004tSource(spec, OPTIONS.parse(spec))
