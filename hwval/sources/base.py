@@ -11,7 +11,8 @@ one per domain, NVML one per GPU, a meter usually one). The recorder never looks
    have something new, or an empty dict when nothing changed (e.g. an analyzer between updates).
 3. A **streaming** source (``mode = "streaming"``) gets ``run(ctx)`` on its own thread and calls
    ``ctx.emit(stream, values)`` whenever a reading arrives (stamped at that call unless the source
-   passes a more precise ``t_ns`` of its own receipt). ``run`` returns when ``ctx.stop`` is set.
+   passes a more precise ``t_ns`` of its own receipt), or ``ctx.emit_block(stream, t_ns, arrays)``
+   for many readings at once. ``run`` returns when ``ctx.stop`` is set.
 4. ``close()`` releases the transport. It may be called and followed by ``open()`` again when the
    recorder reconnects.
 
@@ -28,7 +29,9 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Mapping, Protocol, runtime_checkable
+from typing import Any, Callable, Literal, Mapping, Protocol, Sequence, runtime_checkable
+
+import numpy as np
 
 Semantics = Literal["instant", "window_mean", "counter"]
 
@@ -113,6 +116,13 @@ class SourceContext(Protocol):
 
     def emit(self, stream: str, values: Mapping[str, float], t_ns: int | None = None) -> None:
         """Publish one reading; ``t_ns`` defaults to ``time.monotonic_ns()`` at the call."""
+
+    def emit_block(self, stream: str, t_ns: Sequence[int] | np.ndarray,
+                   values: Mapping[str, Sequence[float] | np.ndarray]) -> None:
+        """Publish many readings at once, as arrays: ``t_ns`` (one time per reading, int ns on
+        CLOCK_MONOTONIC) and, per key, an array of the same length (NaN where a reading lacks the
+        key). Stored exactly as the same readings emitted one by one, at a fraction of the cost:
+        for array instruments (an analyzer's 1000-sample acquisition)."""
 
     def event(self, name: str, stream: str = "", t_ns: int | None = None, **detail: Any) -> None:
         """Record an event (``error``, ``gap_start``, ``reconnect``...) with JSON-able detail."""

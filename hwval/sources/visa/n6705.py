@@ -33,7 +33,7 @@ from hwval.sources.base import (Key, SourceContext, SourceSpec, SourceUnavailabl
                                 StreamInfo)
 from hwval.sources.options import DriverOptions, Option
 from hwval.sources.visa.codec import (MalformedReply, decode_real32, format_number, parse_definite_block,
-                                      parse_number, parse_numbers, power_uncertainty_w)
+                                      parse_number, parse_numbers)
 from hwval.sources.visa.scpi import COMMON_OPTIONS, ScpiSession
 
 OPTIONS = DriverOptions("n6705", "a Keysight N6705C DC power analyzer's array measurements over VISA",
@@ -52,6 +52,14 @@ OPTIONS = DriverOptions("n6705", "a Keysight N6705C DC power analyzer's array me
 def sample_times_ns(receipt_ns: int, n: int, interval_s: float) -> np.ndarray:
     """Times of ``n`` samples ``interval_s`` apart whose last one arrived at ``receipt_ns``."""
     return receipt_ns - np.round((n - 1 - np.arange(n)) * interval_s * 1e9).astype(np.int64)
+
+
+def _uncertainty_w(power_w: np.ndarray, power_range_w: float, pct_reading: float,
+                   pct_range: float) -> np.ndarray:
+    """:func:`hwval.sources.visa.codec.power_uncertainty_w` over an array, bit for bit (the same float operations in the
+    same order; NaN where the power is not finite)."""
+    out = np.abs(power_w) * pct_reading / 100.0 + power_range_w * pct_range / 100.0
+    return np.where(np.isfinite(power_w), out, np.nan)
 
 
 class N6705Source:
@@ -144,15 +152,10 @@ class N6705Source:
                 ctx.count_error(self.name, "overload", f"{int(bad.sum())} samples over range or without data")
                 arrays = {k: np.where(np.isfinite(a), a, np.nan) for k, a in arrays.items()}
             times = sample_times_ns(receipt_ns, self.points, self.interval_s)
-            for i, t_ns in enumerate(times.tolist()):
-                p = float(arrays["power_w"][i])
-                values = {"power_w": p,
-                          "power_uncertainty_w": power_uncertainty_w(
-                              p, power_range_w, profile.power_pct_reading, profile.power_pct_range)}
-                if self.vi:
-                    values["voltage_v"] = float(arrays["voltage_v"][i])
-                    values["current_a"] = float(arrays["current_a"][i])
-                ctx.emit(self.name, values, t_ns=t_ns)
+            # one block per acquisition: the arrays as they came, no dict per sample
+            arrays["power_uncertainty_w"] = _uncertainty_w(
+                arrays["power_w"], power_range_w, profile.power_pct_reading, profile.power_pct_range)
+            ctx.emit_block(self.name, times, arrays)
             if bad.any():
                 self.session.surface_errors("overload")
 
