@@ -39,7 +39,7 @@ MAX_MALFORMED = 3
 #: Options every VISA driver accepts (put first in each driver's own declarations).
 COMMON_OPTIONS = (
     Option("backend", str, "@py", "pyvisa backend: @py (pyvisa-py), sim (the shipped pyvisa-sim "
-           "definition), PATH@sim, or a VISA library path"),
+           "definition), PATH@sim (a pyvisa-sim YAML), or what pyvisa's ResourceManager takes"),
     Option("profile", str, "", "SCPI profile TOML to use instead of the one *IDN? selects",
            default_text="chosen from *IDN?"),
     Option("timeout_s", float, 2.0, "wait this long for each reply", "s", gt=0),
