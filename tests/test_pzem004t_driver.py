@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import pytest
 
 from hwval.benchmodel import Bench, MeterModel, PowerProfile
@@ -13,6 +14,7 @@ from hwval.sources.base import Disconnected, SourceSpec, SourceUnavailable, Tran
 from hwval.sources.serial import pzem004t_codec as codec
 from hwval.sources.serial.pzem004t import create
 from hwval.sources.testing import RecordingContext
+from test_visa_support import record
 
 PZEM_MODEL = MeterModel(window_s=1.0, quantum_w=0.1)
 
@@ -149,6 +151,31 @@ def test_emulator_answers_illegal_requests_like_the_module(bench):
     assert codec.parse_reply(emu.answer(change)) == codec.EchoReply(1, codec.WRITE_SINGLE,
                                                                     bytes((0, 2, 0, 9)))
     assert emu.address == 9
+
+
+def test_a_module_silent_to_the_optional_holding_read_is_still_recorded(bench):
+    # readings need only the measurement read (0x04); 0x03 only says who the module is
+    with Pzem004tEmulator(bench, PZEM_MODEL, address=5, holding_registers=False) as emu:
+        assert emu.answer(codec.parse_request(codec.read_registers_request(
+            5, codec.READ_HOLDING, codec.HOLDING_ALARM_THRESHOLD, 2))) == b""
+        src = source(emu.path, address=5, timeout_s=0.2)
+        ctx = RecordingContext(polled=True)
+        [info] = ctx.open(src)
+        try:
+            assert info.identity["holding_registers"] == (
+                "no answer to the 0x03 read (3 tries); the measurement read 0x04 answers")
+            assert "modbus_address" not in info.identity
+            readings = [src.read()["wall"] for _ in range(2)]
+        finally:
+            src.close()
+    assert [r["power_w"] for r in readings] == [pytest.approx(123.4)] * 2
+    assert ctx.errors == {} and ctx.events == []
+    # through the real recorder: a clean capture, no error of any kind
+    with Pzem004tEmulator(bench, PZEM_MODEL, holding_registers=False) as emu:
+        cap = record(source(emu.path, timeout_s=0.2), 20.0, until=lambda c: len(c.t_ns) >= 4)
+    assert len(cap.t_ns) >= 4 and cap.stats["error_counts"] == {}
+    assert [e.name for e in cap.events] == []
+    assert np.allclose(cap.values["power_w"], 123.4)
 
 
 def test_wrong_address_is_a_clear_start_error(bench):

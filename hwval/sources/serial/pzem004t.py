@@ -144,21 +144,26 @@ class Pzem004tSource:
     # ------------------------------------------------------------------------------ requests
     def _read_identity(self) -> dict[str, Any]:
         """Read holding registers 0x0001 (alarm threshold) and 0x0002 (address): proves the
-        module answers before the capture starts, and records who it is."""
+        module answers before the capture starts, and records who it is. A module silent to
+        that optional read is accepted when it answers the measurement read (0x04)."""
         request = codec.read_registers_request(self.address, codec.READ_HOLDING,
                                                codec.HOLDING_ALARM_THRESHOLD, 2)
         failures: list[ExchangeFailed] = []
-        reply = None
-        for _ in range(max(3, 1 + self.retries)):  # faults at start must not refuse the capture
-            try:
-                reply = self._exchange(request, codec.READ_HOLDING)
-                break
-            except ExchangeFailed as exc:
-                failures.append(exc)
-        if reply is None:
-            raise SourceUnavailable(self._no_answer_message(failures))
+        reply = self._first_reply(request, codec.READ_HOLDING, failures)
         identity: dict[str, Any] = {"model": "PZEM-004T v3.0", "polled_address": self.address,
                                     "line": self.settings}
+        if reply is None and {f.kind for f in failures} <= {"no_reply"}:
+            # The holding registers only say who the module is; readings need the measurement
+            # read (0x04) alone. Silence to 0x03 refuses the module only if 0x04 is silent too.
+            unanswered = len(failures)
+            reply = self._first_reply(codec.read_measurement_request(self.address),
+                                      codec.READ_INPUT, failures)
+            if reply is not None:
+                identity["holding_registers"] = (f"no answer to the 0x03 read ({unanswered} "
+                                                 "tries); the measurement read 0x04 answers")
+                return identity
+        if reply is None:
+            raise SourceUnavailable(self._no_answer_message(failures))
         if isinstance(reply, codec.ExceptionReply):
             # answered, but not these registers: still a Modbus slave; keep what we know
             identity["holding_registers"] = reply.text
@@ -166,6 +171,17 @@ class Pzem004tSource:
             identity["power_alarm_threshold_w"] = reply.registers[0]
             identity["modbus_address"] = reply.registers[1]
         return identity
+
+    def _first_reply(self, request: bytes, function: int,
+                     failures: list[ExchangeFailed]) -> codec.Reply | None:
+        """The first reply to ``request`` in a few tries (faults at start must not refuse the
+        capture); each failed try is appended to ``failures``. ``None``: no try got one."""
+        for _ in range(max(3, 1 + self.retries)):
+            try:
+                return self._exchange(request, function)
+            except ExchangeFailed as exc:
+                failures.append(exc)
+        return None
 
     def _no_answer_message(self, failures: list[ExchangeFailed]) -> str:
         kinds = {f.kind for f in failures}
