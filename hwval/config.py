@@ -222,7 +222,7 @@ def parse_meter_spec(text: str, known_drivers: Iterable[str] | None = None) -> S
             raise ConfigError(f"{where}: period_s must be {PERIOD_FORM}, got {period!r}")
         period = float(period)
     return SourceSpec(driver=driver, resource=unquote(resource), name=name, period_s=period,
-                      options=options)
+                      options=options, origin=where)
 
 
 def expand_output(template: str, run_id: str, when: _dt.datetime | None = None) -> str:

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from hwval.cli import cli
-from hwval.config import load_config
+from hwval.config import load_config, parse_meter_spec
 from hwval.sources.base import SourceSpec
 from hwval.sources.options import (DriverOptions, Option, OptionError, all_driver_options,
                                    driver_options, markdown_table, readme_section)
@@ -119,3 +119,11 @@ def test_drivers_command_lists_every_driver_and_its_options():
                        "help": driver_options("pzem004t").get("address").help}
     bad = runner.invoke(cli, ["drivers", "pzem"])
     assert bad.exit_code == 2 and "unknown driver 'pzem'" in bad.stderr
+
+
+def test_an_option_error_from_a_meter_spec_names_the_spec():
+    meter = parse_meter_spec("pzem004t:/dev/ttyUSB1?address=300&name=wall")
+    with pytest.raises(OptionError) as err:
+        Registry().create(meter)
+    assert str(err.value) == ("-m 'pzem004t:/dev/ttyUSB1?address=300&name=wall': pzem004t: option "
+                              "'address' must be a whole number >= 1 and <= 248, got 300")

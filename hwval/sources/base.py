@@ -178,8 +178,8 @@ class SourceSpec:
     name: str
     period_s: float | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
-    #: Where the options were written (``lab.toml: meters[0].options``), for error messages;
-    #: empty for a ``-m`` spec (the error already names the meter).
+    #: Where the options were written (``lab.toml: meters[0].options``, ``-m 'tasmota:...'``),
+    #: for error messages; empty for a spec built in code.
     origin: str = field(default="", compare=False)
 
 
