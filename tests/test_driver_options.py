@@ -127,3 +127,9 @@ def test_an_option_error_from_a_meter_spec_names_the_spec():
         Registry().create(meter)
     assert str(err.value) == ("-m 'pzem004t:/dev/ttyUSB1?address=300&name=wall': pzem004t: option "
                               "'address' must be a whole number >= 1 and <= 248, got 300")
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("nan")])
+def test_a_number_option_refuses_what_is_not_finite(value):
+    with pytest.raises(OptionError, match="'timeout_s' must be a number > 0 s, got"):
+        driver_options("pzem004t").parse(spec("pzem004t", timeout_s=value))

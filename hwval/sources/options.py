@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import json
 import sys
 from dataclasses import dataclass, field
@@ -95,7 +96,8 @@ class Option:
                     return choice
             raise ValueError(self.expected())
         if self.type in (int, float):
-            ok = ((self.gt is None or value > self.gt) and (self.ge is None or value >= self.ge)
+            # inf and nan pass no sensible bound (an endless timeout, a NaN gain): refused
+            ok = math.isfinite(value) and ((self.gt is None or value > self.gt) and (self.ge is None or value >= self.ge)
                   and (self.le is None or value <= self.le))
             if not ok:
                 raise ValueError(self.expected())
@@ -113,7 +115,7 @@ class Option:
             return value
         if want is str and isinstance(value, (str, int, float)):
             # ``element=1`` or a sensor named ``2`` arrive as numbers from a -m spec
-            return value if isinstance(value, str) else f"{value:g}" if isinstance(value, float) else str(value)
+            return str(value)
         if isinstance(value, want):
             return value
         raise ValueError(self.expected())
