@@ -45,12 +45,14 @@ SENSOR_OPTIONS = {"power": ("power_w", "Power", "W"), "voltage": ("voltage_v", "
                   "power_factor": ("power_factor", "Power Factor", "1")}
 OPTIONS = DriverOptions("esphome", "an ESPHome node's serial log (sensor state lines)",
                         "a serial port (/dev/ttyUSB0)", (
-    Option("baudrate", int, 115200, "line speed", "baud", gt=0),
+    Option("baudrate", int, 115200, "logger speed (ESPHome's default)", "baud", gt=0),
     Option("silence_s", float, 5.0, "nothing parseable for this long is a likely wiring or "
            "baud-rate fault", "s", gt=0),
     Option("group_s", float, 0.05, "states this close together form one reading", "s", gt=0),
-    Option("stale_s", float, 5.0, "no sensor state for this long is a gap", "s", gt=0),
-    *(Option(name, str, default, f"sensor name giving {key} (empty: not read)")
+    Option("stale_s", float, 5.0, "no sensor state for this long is a gap (raise it for an "
+           "update_interval of more than a few seconds)", "s", gt=0),
+    *(Option(name, str, default, f"name of the sensor giving {key}, as in the node's YAML "
+             "(empty: not read)")
       for name, (key, default, _unit) in SENSOR_OPTIONS.items()),
 ))
 KEY_INFO = {

@@ -48,11 +48,13 @@ from hwval.sources.serial.port import (
 COMMANDS = {"status10": ("Status 10", "STATUS10"), "status8": ("Status 8", "STATUS8")}
 OPTIONS = DriverOptions("tasmota", "a Tasmota plug's serial console (Status 10 polls or SENSOR telemetry)",
                         "a serial port (/dev/ttyUSB0)", (
-    Option("baudrate", int, 115200, "line speed", "baud", gt=0),
-    Option("command", str, "status10", "the poll command", choices=tuple(COMMANDS)),
+    Option("baudrate", int, 115200, "console speed", "baud", gt=0),
+    Option("command", str, "status10", "the poll command (status10 falls back to status8 by "
+           "itself on firmware whose answer has no ENERGY)", choices=tuple(COMMANDS)),
     Option("mode", str, "poll", "poll: send the command every period_s; sensor: listen to "
            "tele/SENSOR messages", choices=("poll", "sensor")),
-    Option("channel", int, 0, "relay channel of a multi-channel plug (0: all)", ge=0),
+    Option("channel", int, 0, "1..N reads one channel of a multi-channel plug; 0 sums power, "
+           "current and energy over channels", ge=0),
     Option("reply_timeout_s", float, None, "wait this long for a poll's answer", "s", gt=0,
            default_text="min(1, 0.8 x period_s)"),
     Option("silence_s", float, None, "nothing parseable for this long is a likely wiring or "

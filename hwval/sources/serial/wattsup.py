@@ -36,8 +36,9 @@ from hwval.sources.serial.port import (
 
 OPTIONS = DriverOptions("wattsup", "a Watts Up? PRO/.net meter logging over its serial/USB line",
                         "a serial port (/dev/ttyUSB0)", (
-    Option("baudrate", int, 115200, "line speed", "baud", gt=0),
-    Option("interval_s", int, None, "the meter's logging interval (whole seconds)", "s", ge=1,
+    Option("baudrate", int, 115200, "line speed (the meter's is fixed at 115200 8N1)", "baud", gt=0),
+    Option("interval_s", int, None, "logging interval sent in #L,W,3,E,,<interval>; (whole "
+           "seconds)", "s", ge=1,
            default_text="period_s, else 1"),
     Option("silence_s", float, 5.0, "nothing parseable for this long is a likely wiring or "
            "baud-rate fault", "s", gt=0),

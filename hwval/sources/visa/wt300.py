@@ -63,9 +63,11 @@ OPTIONS = DriverOptions("wt300", "a Yokogawa WT300/WT300E power analyzer over VI
            default_text="the profile's"),
     Option("element", str, "1", "input element to read (SIGMA: the sum)",
            choices=("1", "2", "3", "SIGMA")),
-    Option("integrate", bool, False, "run the integrator and read its energy"),
-    Option("ranging", str, "auto", "auto: autorange; fixed: the given ranges; pass: a ranging "
-           "run of ranging_s, then fixed ranges", choices=RANGING_MODES),
+    Option("integrate", bool, False, "reset and start the instrument's integrator, report "
+           "energy_j from it, and record its own total at the end"),
+    Option("ranging", str, "auto", "auto: autorange; fixed: the given ranges; pass: autorange for "
+           "ranging_s, then fix the smallest ranges above the peaks seen (current x 1.1)",
+           choices=RANGING_MODES),
     Option("ranging_s", float, 10.0, "ranging=pass: length of the ranging run", "s", gt=0),
     Option("voltage_range_v", float, None, "ranging=fixed: voltage range", "V", gt=0),
     Option("current_range_a", float, None, "ranging=fixed: current range", "A", gt=0),
