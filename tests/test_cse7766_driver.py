@@ -221,9 +221,11 @@ def test_unplug_raises_disconnected_and_energy_continues_after_replug():
             src.close()
     assert len(ctx.rows()) > before
     (t0, _), (t1, last) = ctx.rows()[0], ctx.rows()[-1]
-    # the pulses counted while unplugged are kept
+    # the pulses counted while unplugged (0.5 s at 200 W: 100 J) are kept; the margin is the
+    # receipt delay of the first and last frame, up to 0.2 s each way on a loaded machine
+    # (19 J seen at load 12), far below the 100 J a lost unplug would cost
     assert last["energy_j"] == pytest.approx(bench.true_energy_j(t0, t1),
-                                             abs=2 * JOULES_PER_PULSE + 200 * 0.03)
+                                             abs=2 * JOULES_PER_PULSE + 200 * 0.2)
 
 
 @pytest.mark.parametrize("options, text", [
