@@ -26,6 +26,7 @@ from typing import Any
 
 from hwval.sources.base import Disconnected, SourceContext, SourceUnavailable, TransientError
 from hwval.sources.emulated import says_emulated
+from hwval.sources.options import Option
 from hwval.sources.visa.codec import Identity, MalformedReply, parse_error, parse_idn
 from hwval.sources.visa.profile import Profile, ProfileError, select_profile
 
@@ -37,12 +38,14 @@ MAX_QUEUED_ERRORS = 32
 #: left half-read in the socket would be taken as the answer to every later query.
 MAX_MALFORMED = 3
 
-#: Options every VISA driver accepts (merged into each driver's own table).
-COMMON_OPTIONS: dict[str, type | tuple[type, ...]] = {
-    "backend": str,
-    "profile": str,
-    "timeout_s": float,
-}
+#: Options every VISA driver accepts (put first in each driver's own declarations).
+COMMON_OPTIONS = (
+    Option("backend", str, "@py", "pyvisa backend: @py (pyvisa-py), sim (the shipped pyvisa-sim "
+           "definition), PATH@sim (a pyvisa-sim YAML), or what pyvisa's ResourceManager takes"),
+    Option("profile", str, "", "SCPI profile TOML to use instead of the one *IDN? selects",
+           default_text="chosen from *IDN?"),
+    Option("timeout_s", float, 2.0, "wait this long for each reply", "s", gt=0),
+)
 
 
 def sim_definition(driver: str) -> Path:
@@ -189,13 +192,11 @@ class ScpiSession:
     def __init__(self, driver: str, resource: str, options: dict[str, Any]) -> None:
         self.driver = driver
         self.resource = resource
-        self.backend = resolve_backend(str(options.get("backend", "@py")), driver)
-        self.profile_override = options.get("profile")
+        self.backend = resolve_backend(options["backend"], driver)
+        self.profile_override = options["profile"] or None
         if self.profile_override and not Path(self.profile_override).is_file():
             raise ValueError(f"{driver}: profile={self.profile_override} does not exist")
-        self.timeout_s = float(options.get("timeout_s", 2.0))
-        if self.timeout_s <= 0:
-            raise ValueError(f"{driver}: timeout_s must be > 0 s, got {self.timeout_s}")
+        self.timeout_s = options["timeout_s"]
         self.transport = ScpiTransport(resource, self.backend, self.timeout_s, driver)
         self.identity: Identity | None = None
         self.profile: Profile | None = None
