@@ -46,6 +46,13 @@ _RECORD = np.dtype([("t_ns", "<i8"), ("cpu_busy_s", "<f8"), ("gpu_busy_s", "<f8"
 RECORD_BYTES = _RECORD.itemsize
 _COUNT_OFFSET = _HEADER.size - 8
 
+
+def _count_view(buf) -> np.ndarray:
+    """The header's ``count`` as a one-element int64 array: written and read as one aligned
+    8-byte access, which another process never sees half-done (x86-64 and AArch64 make aligned
+    8-byte loads and stores single-copy atomic)."""
+    return np.frombuffer(buf, dtype="<i8", count=1, offset=_COUNT_OFFSET)
+
 #: The issue's floor for following CPU edges: >= 200 Hz.
 MIN_RATE_HZ = 200.0
 #: /proc/stat columns that count as busy (user nice system irq softirq steal); idle and iowait do not.
@@ -155,6 +162,7 @@ class HostLoadSampler:
         _HEADER.pack_into(self._map, 0, MAGIC, self.t0_ns, self.capacity, self.period_ns,
                           model.idle_w, model.cpu_dynamic_w, model.gpu_dynamic_w, 0)
         self._records = np.frombuffer(self._map, dtype=_RECORD, count=self.capacity, offset=HEADER_BYTES)
+        self._count_cell = _count_view(self._map)
         self.count = 0
         self._busy0: float | None = None
         self._gpu_s = 0.0
@@ -176,7 +184,9 @@ class HostLoadSampler:
         slot["cpu_busy_s"] = (busy_s - self._busy0) / ncpu
         slot["gpu_busy_s"] = self._gpu_s
         self.count += 1
-        struct.pack_into("<q", self._map, _COUNT_OFFSET, self.count)
+        # One aligned 8-byte store. (struct.pack_into zero-fills its target before writing the
+        # bytes one by one: a reader in another process then sees count 0 now and then.)
+        self._count_cell[0] = self.count
 
     def run(self) -> None:
         """Sample on absolute deadlines until :meth:`stop` (a late sample is taken at once)."""
@@ -195,7 +205,7 @@ class HostLoadSampler:
 
     def close(self) -> None:
         self._stop.set()
-        self._records = None  # release the view before the map
+        self._records = self._count_cell = None  # release the views before the map
         self._map.close()
 
 
@@ -229,10 +239,11 @@ class HostProfile:
         self.period_s = period_ns / 1e9
         self.model = HostPowerModel(idle_w, cpu_w, gpu_w)
         self._records = np.frombuffer(self._map, dtype=_RECORD, count=self.capacity, offset=HEADER_BYTES)
+        self._count_cell = _count_view(self._map)
 
     # -- the ring ----------------------------------------------------------------------------
     def _count(self) -> int:
-        return struct.unpack_from("<q", self._map, _COUNT_OFFSET)[0]
+        return int(self._count_cell[0])
 
     def history(self, since_s: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``(t_s, cumulative energy J)`` of every record still in the ring (after ``since_s``
@@ -255,7 +266,7 @@ class HostProfile:
         return t_s, energy
 
     def close(self) -> None:
-        self._records = None
+        self._records = self._count_cell = None
         self._map.close()
 
     # -- the PowerProfile interface ------------------------------------------------------------
