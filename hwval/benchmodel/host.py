@@ -47,6 +47,10 @@ RECORD_BYTES = _RECORD.itemsize
 _COUNT_OFFSET = _HEADER.size - 8
 
 
+#: Records read before the one a query needs (see HostProfile._window).
+_WINDOW_MARGIN = 32
+
+
 def _count_view(buf) -> np.ndarray:
     """The header's ``count`` as a one-element int64 array: written and read as one aligned
     8-byte access, which another process never sees half-done (x86-64 and AArch64 make aligned
@@ -308,13 +312,18 @@ class HostProfile:
     def _window(self, t_s: float) -> tuple[np.ndarray, np.ndarray]:
         # Meters ask about the last few seconds: read only the records around t_s, not the ring.
         count = self._count()
-        span = int(4.0 / self.period_s) + 4
         newest_t = (int(self._records[(count - 1) % self.capacity]["t_ns"]) - self.t0_ns) / 1e9
-        back = int(max(0.0, newest_t - t_s) / self.period_s) + span
+        # records come at most every period_s (a late sampler takes fewer), so this many reach
+        # back to t_s; the margin covers stamp jitter
+        back = int(max(0.0, newest_t - t_s) / self.period_s) + _WINDOW_MARGIN
         n = min(count, self.capacity, back)
         idx = np.arange(count - n, count) % self.capacity
         rec = self._records[idx]
         t = (rec["t_ns"] - self.t0_ns) / 1e9
+        if t_s < t[0] and n < min(count, self.capacity):  # further back than expected: read it all
+            idx = np.arange(count - min(count, self.capacity), count) % self.capacity
+            rec = self._records[idx]
+            t = (rec["t_ns"] - self.t0_ns) / 1e9
         m = self.model
         e = m.idle_w * t + m.cpu_dynamic_w * rec["cpu_busy_s"] + m.gpu_dynamic_w * rec["gpu_busy_s"]
         return t, e
