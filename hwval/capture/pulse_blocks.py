@@ -10,7 +10,8 @@ phases (``pulses_1``, ``pulses_2``) read it the same way. Two blocks give the dr
 
 The chip length follows the slowest meter (:func:`chip_length_s`) unless ``--pulse-chip-s`` is
 given. A signal during a block ends that block early (its ``pulse_end`` has ``aborted: true``);
-during the first block it also skips the workload and the second block.
+during the first block it also skips the workload and the second block, and a ``--duration``
+wait ended by a signal skips the second block.
 """
 
 from __future__ import annotations
@@ -62,10 +63,6 @@ class PulsePlan:
     chip_s: float
     settle_s: float
     pattern: str = PATTERN
-
-    @property
-    def block_s(self) -> float:
-        return self.settle_s + len(pattern_levels(self.pattern)) * self.chip_s
 
 
 def plan(infos: Iterable[StreamInfo], chip_s: float | None = None) -> PulsePlan:
