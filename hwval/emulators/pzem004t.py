@@ -1,6 +1,7 @@
 """PZEM-004T v3.0 emulator: a Modbus-RTU slave on a pty, 9600 8N1, power from the bench.
 
-It answers what the module implements (PROTOCOLS.md; Peacefair PZEM-004T v3.0 manual):
+It answers what the module implements (docs/protocols/pzem004t.md; Peacefair PZEM-004T V3.0
+User Manual):
 0x04 read input registers 0x0000..0x0009, 0x03 read holding 0x0001 (alarm threshold, W) and
 0x0002 (address), 0x06 write those two, 0x42 reset energy (4-byte echo), 0x41 calibration (echo,
 general address only). Requests to another address are ignored, broadcasts (0x00) are executed

@@ -30,8 +30,8 @@ raises :class:`Disconnected` and the recorder reopens it with backoff). No drive
 GPU is a :class:`SourceUnavailable` with the fix.
 
 Sources: NVML API reference (nvmlDeviceGetPowerUsage, nvmlDeviceGetTotalEnergyConsumption,
-nvmlDeviceGetFieldValues, NVML_FI_DEV_POWER_*); nvidia-ml-py (pynvml.py); MEASUREMENT.md (NVML
-section: 1 s window, update period detection as in Zeus, transient errors, UUID matching).
+nvmlDeviceGetFieldValues, NVML_FI_DEV_POWER_*); nvidia-ml-py (pynvml.py); docs/measurement.md#nvml
+(1 s window, update period detection as in Zeus, transient errors, UUID matching).
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ true modulus exceeds ``max + 1`` by up to one unit (~61 uJ): at most that much p
 about 2e-10 of the energy of one wrap.
 
 Sources: Linux drivers/powercap/intel_rapl_common.c, Documentation/power/powercap/powercap.rst;
-Intel SDM vol. 3B 15.10 (RAPL energy status, 32-bit counters); MEASUREMENT.md (RAPL section).
+Intel SDM vol. 3B 15.10 (RAPL energy status, 32-bit counters); docs/measurement.md#rapl.
 """
 
 from __future__ import annotations

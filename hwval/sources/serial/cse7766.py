@@ -4,14 +4,15 @@ Transport :mod:`hwval.sources.serial.port`, codec :mod:`.cse7766_codec`, and thi
 a streaming source that reads the chip's 24-byte frames (about 10 per second), resynchronising
 byte by byte on garbage (libsigrok's generic serial loop; Tasmota ``xnrg_02_cse7766.ino`` and
 esphome ``cse7766`` do the same), and emits one reading per frame that carries a power value.
-Facts: PROTOCOLS.md "CSE7766 frames", ChipSea CSE7766 datasheet, Tasmota and ESPHome sources.
+Facts: docs/protocols/cse7766.md (ChipSea CSE7766 datasheet, Tasmota and ESPHome sources).
 
 Mapping to SI (decided here, documented for the operator):
 
 - Chip level: ``V = Vparam / Vcycle``, ``I = Iparam / Icycle``, ``P = Pparam / Pcycle``. The
   parameters are the chip's factory calibration, so these are already volts, amperes and watts
-  (the checked frame of PROTOCOLS.md gives 226.6 V). A chip that reports 0xAA "not calibrated"
-  is decoded with Tasmota's default coefficients and counted as ``not_calibrated``.
+  (the checked frame of docs/protocols/cse7766.md#physical-values gives 226.6 V). A chip that
+  reports 0xAA "not calibrated" is decoded with Tasmota's default coefficients and counted as
+  ``not_calibrated``.
 - Operator calibration: options ``voltage_gain``, ``current_gain``, ``power_gain`` (default
   1.0) multiply the chip-level values (``power_gain`` also scales energy). To carry over a
   Tasmota calibration: ``voltage_gain = VoltageCal * 100 / Vparam``, ``current_gain =

@@ -4,14 +4,14 @@ Transport :mod:`hwval.sources.serial.port`, codec :mod:`.pzem004t_codec`, and th
 every ``period_s`` (default 1 s) the recorder calls :meth:`Pzem004tSource.read`, which sends
 ``addr 04 0000 000A crc`` and waits up to ``timeout_s`` for the 25-byte reply.
 
-Facts from PROTOCOLS.md (Peacefair PZEM-004T v3.0 communication manual; mandulaj/PZEM-004T-v30;
-esphome ``pzemac``). Semantics of the values:
+Facts: docs/protocols/pzem004t.md (Peacefair PZEM-004T V3.0 User Manual; Tasmota, ESPurna,
+mandulaj/PZEM-004T-v30, esphome ``pzemac``). Semantics of the values:
 
 - ``power_w`` (0.1 W resolution) is the module's own refreshed value. The module recomputes its
-  registers about once per second (UNVERIFIED: no manual states the cadence; client libraries
-  cache for 200 ms-1 s), and the metering chip reports active power averaged over its update,
-  so it is declared ``window_mean`` with ``window_s = 1.0``. Polling faster than 1 s returns
-  repeated values.
+  registers about once per second (UNVERIFIED: the manual states no cadence; users observe about
+  1 s and client libraries cache for 200 ms, see docs/protocols/pzem004t.md#refresh-cadence),
+  and the metering chip reports active power averaged over its update, so it is declared
+  ``window_mean`` with ``window_s = 1.0``. Polling faster than 1 s returns repeated values.
 - ``energy_j`` comes from the 32-bit Wh counter: 1 Wh = 3600 J steps, relative to the first
   reading of the capture, continued across reconnects, and kept continuous (with an ``error``
   count) if the counter goes backwards (an energy reset by someone else, or the manual's
@@ -50,7 +50,7 @@ from hwval.sources.serial.port import (
 
 DRIVER = "pzem004t"
 DEFAULT_PERIOD_S = 1.0
-#: UNVERIFIED cadence of the module's register refresh (see module docstring).
+#: UNVERIFIED cadence of the module's register refresh (docs/protocols/pzem004t.md#refresh-cadence).
 MODULE_UPDATE_S = 1.0
 WH_TO_J = 3600.0
 
