@@ -101,7 +101,9 @@ def fail(message: str, code: int = EXIT_USAGE) -> "NoReturn":
 @click.option("--rapl-root", type=click.Path(file_okay=False), default=None,
               help="powercap tree to read (default /sys/class/powercap; see hwval emulate powercap)")
 @click.option("--sync-pulses/--no-sync-pulses", default=False,
-              help="drive load pulses for lag estimation (not available yet: arrives with `hwval sync`)")
+              help="a sync-pulse block (all CPU cores, GPUs under NVML) before and after the workload, for `hwval sync`")
+@click.option("--pulse-chip-s", type=float, default=None, metavar="S",
+              help="chip length of --sync-pulses (default: what the slowest meter's period and window need)")
 @click.option("--duration", "duration_s", type=float, default=None, metavar="S",
               help="capture for S seconds (with a command: terminate it after S seconds)")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
@@ -109,8 +111,8 @@ def fail(message: str, code: int = EXIT_USAGE) -> "NoReturn":
 @click.option("--force", is_flag=True, help="overwrite an existing output file")
 @click.option("--live/--no-live", default=None, help="live terminal view (default: when stdout is a TTY)")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
-def capture(config_path, meter_specs, nvml, rapl, rapl_root, sync_pulses, duration_s, output, force, live,
-            command):
+def capture(config_path, meter_specs, nvml, rapl, rapl_root, sync_pulses, pulse_chip_s, duration_s, output, force,
+            live, command):
     """Record every source while COMMAND runs (or for --duration) into one HDF5 run file.
 
     Exits with COMMAND's exit code; 2 for bad input; 127/126 when COMMAND cannot be found or run.
@@ -127,11 +129,8 @@ def capture(config_path, meter_specs, nvml, rapl, rapl_root, sync_pulses, durati
     from hwval.config import CaptureConfig, ConfigError, load_config, parse_meter_spec
     from hwval.sources.registry import Registry
 
-    if sync_pulses:
-        # In the design's contract, but the pulse generator and `hwval sync` are not built yet:
-        # refuse rather than record a run the operator believes has pulses in it.
-        fail("--sync-pulses is not available in this version (it arrives with `hwval sync`); "
-             "capture without it")
+    if pulse_chip_s is not None and not sync_pulses:
+        fail("--pulse-chip-s needs --sync-pulses")
     registry = Registry()
     try:
         config = load_config(config_path, registry.names()) if config_path else CaptureConfig()
@@ -141,7 +140,8 @@ def capture(config_path, meter_specs, nvml, rapl, rapl_root, sync_pulses, durati
                      rapl_root=rapl_root or sw.rapl_root)
         config = replace(config, software=sw)
         request = CaptureRequest(config=config, command=list(command), duration_s=duration_s,
-                                 output=output, force=force, live=live, registry=registry)
+                                 output=output, force=force, live=live, registry=registry,
+                                 sync_pulses=sync_pulses, pulse_chip_s=pulse_chip_s)
         code = run_capture(request)
     except (ConfigError, CaptureError) as exc:
         fail(str(exc))

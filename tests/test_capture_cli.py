@@ -154,9 +154,10 @@ def test_duration_with_command_terminates_the_workload(tmp_path):
     (["-m", "synthetic:constant:1?bogus=1", "--duration", "1"], "unknown option 'bogus'"),
     (["-m", SYN, "--duration", "1", "-o", "/nonexistent-dir/x.h5"], "does not exist"),
     (["-m", SYN], "nothing to capture"),
-    (["-m", SYN, "--duration", "1", "--sync-pulses"], "--sync-pulses is not available"),
     # pyvisa-py says "Bad file descriptor" for a host it cannot resolve; hwval says what is wrong
     (["-m", "wt300:TCPIP::999.1.1.1::INSTR", "--duration", "1"], "host '999.1.1.1' is not an IP address"),
+    (["-m", SYN, "--duration", "1", "--pulse-chip-s", "0.5"], "--pulse-chip-s needs --sync-pulses"),
+    (["-m", SYN, "--duration", "1", "--sync-pulses", "--pulse-chip-s", "0"], "--pulse-chip-s 0.0: must be > 0"),
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path, args, needle):
     res = run_hwval("capture", "--no-nvml", "--no-rapl", *args, cwd=tmp_path)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import threading
 import time
 
 import pytest
 
+from conftest import popen_hwval
 from hwval.benchmodel import MeterModel
 from hwval.benchmodel.host import (HostLoadSampler, HostPowerModel, HostProfile, read_cpu_busy_s)
 
@@ -113,3 +115,56 @@ def test_the_ring_wraps_and_keeps_the_newest_records(tmp_path):
     assert profile.mean_w(t[-50], t[-1]) == pytest.approx(180.0, rel=1e-3)
     profile.close()
     sampler.close()
+
+
+def _emulate(*args):
+    from click.testing import CliRunner
+
+    from hwval.cli import cli
+
+    return CliRunner().invoke(cli, ["emulate", *args])
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["host-bench", "--ring", "RING", "--rate-hz", "100"], "rate_hz must be >= 200"),
+    (["tasmota", "--profile", "host:"], "needs the ring file"),
+    (["tasmota", "--profile", "host:NOSUCH"], "start `hwval emulate host-bench --ring FILE` first"),
+])
+def test_bad_host_bench_options_are_one_clear_line(tmp_path, args, needle):
+    args = [a.replace("RING", str(tmp_path / "r.ring")).replace("NOSUCH", str(tmp_path / "none.ring"))
+            for a in args]
+    res = _emulate(*args)
+    assert res.exit_code == 2, res.output
+    assert needle in res.output and "Traceback" not in res.output
+
+
+def test_truth_file_and_profile_host_on_an_emulator(tmp_path):
+    # a ring from a sampler, then `hwval emulate powercap --profile host:RING --truth-file F`
+    # refuses a --t0-ns other than the ring's, and writes its model and options when it runs
+    ring = tmp_path / "bench.ring"
+    sampler = HostLoadSampler(ring, HostPowerModel(idle_w=42.0, cpu_dynamic_w=10.0), rate_hz=500,
+                              read_busy=lambda: (1.0, 1))
+    try:
+        res = _emulate("powercap", "--profile", f"host:{ring}", "--t0-ns", str(sampler.t0_ns + 1),
+                       "--root", str(tmp_path / "pc"))
+        assert res.exit_code == 2 and "differs from the ring's t0" in res.output
+        truth, ready = tmp_path / "truth.json", tmp_path / "ready.json"
+        proc = popen_hwval("emulate", "powercap", "--profile", f"host:{ring}", "--root", str(tmp_path / "pc"),
+                           "--latency-s", "0.05", "--gain", "0.5", "--truth-file", str(truth),
+                           "--ready-file", str(ready))
+        try:
+            deadline = time.monotonic() + 60
+            while not ready.exists() and proc.poll() is None and time.monotonic() < deadline:
+                sampler.sample()
+                time.sleep(0.01)
+            assert ready.exists(), proc.communicate(timeout=10)
+        finally:
+            proc.terminate()
+            proc.communicate(timeout=20)
+    finally:
+        sampler.close()
+    doc = json.loads(truth.read_text())
+    assert doc["device"] == "powercap" and doc["profile"] == f"host:{ring}"
+    assert doc["t0_monotonic_ns"] == sampler.t0_ns          # the ring's time zero, not the emulator's
+    assert doc["model"]["latency_s"] == 0.05 and doc["model"]["gain"] == 0.5
+    assert doc["options"]["root"] == str(tmp_path / "pc")

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from hwval.emulators.powercap import build_tree, format_counter, plan_zones
 from hwval.sources.base import SourceSpec, SourceUnavailable, TransientError
+from hwval.sources import rapl
 from hwval.sources.rapl import RaplSource, create
 from hwval.sources.rapl_zones import discover
 from hwval.sources.testing import RecordingContext
@@ -118,6 +119,25 @@ def test_wraps_are_unwrapped_exactly_to_the_microjoule_over_several_wraps(tmp_pa
         assert out["interval_s"] == pytest.approx(0.025)
         assert out["power_w"] == pytest.approx(step_uj / 1e6 / 0.025)
     assert src.states[0].wraps >= 10
+    assert ctx.events == []
+
+
+def test_a_catch_up_read_right_after_a_late_one_keeps_the_energy_but_gives_no_power(tmp_path):
+    # A late read followed at once by the next: over 50 us the counter moved by one ~1 ms update,
+    # a quotient of ~20 kW (what made RAPL streams spike to kilowatts on a loaded host).
+    make_tree(tmp_path, nested=(), max_range_uj=99_999_999, max_power_w=100.0, start_uj=0)
+    clock = StepClock()
+    src, ctx, _ = open_source(tmp_path, clock)
+    src.read()
+    for counter_uj, dt_s in ((300_000, 0.01), (301_000, 0.00005), (601_000, 0.01)):
+        write_counter(tmp_path, "devices/intel-rapl/intel-rapl:0", counter_uj)
+        clock.advance(dt_s)
+        out = src.read()["rapl_package_0"]
+        assert out["energy_j"] == counter_uj / 1e6 and out["interval_s"] == pytest.approx(dt_s)
+        if dt_s < rapl.MIN_POWER_INTERVAL_S:
+            assert math.isnan(out["power_w"])
+        else:
+            assert out["power_w"] == pytest.approx(30.0)
     assert ctx.events == []
 
 

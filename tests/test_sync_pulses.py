@@ -100,3 +100,40 @@ def test_module_command_under_a_capture_records_a_syncable_block(tmp_path):
                     "-o", str(tmp_path / "bad.h5"), "--", sys.executable, "-m", "hwval.workloads.pulses",
                     "--pattern", "nope")
     assert bad.returncode == 2 and "hwval: error: pattern 'nope'" in bad.stderr
+
+
+def test_capture_sync_pulses_plays_a_block_around_the_workload_and_a_signal_cuts_it_short(tmp_path):
+    import os
+    import signal
+    import threading
+
+    from hwval.capture.pulse_blocks import PulseOptionError, chip_length_s as capture_chip_s
+    from hwval.capture.session import CaptureRequest, run_capture
+    from hwval.config import CaptureConfig, parse_meter_spec
+    from hwval.sources.registry import Registry
+
+    # the chip follows the slowest stream; an undeclared window counts as the period
+    from hwval.sources.base import Key, StreamInfo
+    plug = StreamInfo("plug", "hardware", "tasmota", "", "wall", 0.25, (Key("power_w", "W", "window_mean"),))
+    assert capture_chip_s([plug]) == chip_length_s([(0.25, 0.25)]) == 0.721
+    assert capture_chip_s([plug], 2.0) == 2.0
+    with pytest.raises(PulseOptionError, match="--pulse-chip-s"):
+        capture_chip_s([plug], -1.0)
+
+    registry = Registry()
+    config = CaptureConfig().with_meters([parse_meter_spec("synthetic:constant:50?period_s=0.1&name=syn",
+                                                           registry.names())])
+    out = tmp_path / "cut.h5"
+    # chip 1 s: 2 s of settling, then a 13 s block; SIGINT 3 s after the start lands inside it
+    request = CaptureRequest(config=config, command=[sys.executable, "-c", "import time; time.sleep(30)"],
+                             output=str(out), live=False, registry=registry, sync_pulses=True, pulse_chip_s=1.0,
+                             on_started=lambda rec: threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGINT)).start())
+    assert run_capture(request) == 128 + signal.SIGINT
+    with open_run(out) as run:
+        assert run.complete and "stopped by SIGINT during the sync pulses" in run.stop_reason
+        names = [e.name for e in run.events]
+        end = [e for e in run.events if e.name == "pulse_end"]
+        blocks = pulse_blocks(run.events)
+    assert "workload_start" not in names and names.count("pulse_start") == 1
+    assert len(end) == 1 and end[0].detail["aborted"] is True
+    assert len(blocks) == 1 and 1 <= len(blocks[0].levels) < 13

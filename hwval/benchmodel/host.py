@@ -46,6 +46,17 @@ _RECORD = np.dtype([("t_ns", "<i8"), ("cpu_busy_s", "<f8"), ("gpu_busy_s", "<f8"
 RECORD_BYTES = _RECORD.itemsize
 _COUNT_OFFSET = _HEADER.size - 8
 
+
+#: Records read before the one a query needs (see HostProfile._window).
+_WINDOW_MARGIN = 32
+
+
+def _count_view(buf) -> np.ndarray:
+    """The header's ``count`` as a one-element int64 array: written and read as one aligned
+    8-byte access, which another process never sees half-done (x86-64 and AArch64 make aligned
+    8-byte loads and stores single-copy atomic)."""
+    return np.frombuffer(buf, dtype="<i8", count=1, offset=_COUNT_OFFSET)
+
 #: The issue's floor for following CPU edges: >= 200 Hz.
 MIN_RATE_HZ = 200.0
 #: /proc/stat columns that count as busy (user nice system irq softirq steal); idle and iowait do not.
@@ -155,6 +166,7 @@ class HostLoadSampler:
         _HEADER.pack_into(self._map, 0, MAGIC, self.t0_ns, self.capacity, self.period_ns,
                           model.idle_w, model.cpu_dynamic_w, model.gpu_dynamic_w, 0)
         self._records = np.frombuffer(self._map, dtype=_RECORD, count=self.capacity, offset=HEADER_BYTES)
+        self._count_cell = _count_view(self._map)
         self.count = 0
         self._busy0: float | None = None
         self._gpu_s = 0.0
@@ -176,7 +188,9 @@ class HostLoadSampler:
         slot["cpu_busy_s"] = (busy_s - self._busy0) / ncpu
         slot["gpu_busy_s"] = self._gpu_s
         self.count += 1
-        struct.pack_into("<q", self._map, _COUNT_OFFSET, self.count)
+        # One aligned 8-byte store. (struct.pack_into zero-fills its target before writing the
+        # bytes one by one: a reader in another process then sees count 0 now and then.)
+        self._count_cell[0] = self.count
 
     def run(self) -> None:
         """Sample on absolute deadlines until :meth:`stop` (a late sample is taken at once)."""
@@ -195,7 +209,7 @@ class HostLoadSampler:
 
     def close(self) -> None:
         self._stop.set()
-        self._records = None  # release the view before the map
+        self._records = self._count_cell = None  # release the views before the map
         self._map.close()
 
 
@@ -229,10 +243,11 @@ class HostProfile:
         self.period_s = period_ns / 1e9
         self.model = HostPowerModel(idle_w, cpu_w, gpu_w)
         self._records = np.frombuffer(self._map, dtype=_RECORD, count=self.capacity, offset=HEADER_BYTES)
+        self._count_cell = _count_view(self._map)
 
     # -- the ring ----------------------------------------------------------------------------
     def _count(self) -> int:
-        return struct.unpack_from("<q", self._map, _COUNT_OFFSET)[0]
+        return int(self._count_cell[0])
 
     def history(self, since_s: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``(t_s, cumulative energy J)`` of every record still in the ring (after ``since_s``
@@ -255,7 +270,7 @@ class HostProfile:
         return t_s, energy
 
     def close(self) -> None:
-        self._records = None
+        self._records = self._count_cell = None
         self._map.close()
 
     # -- the PowerProfile interface ------------------------------------------------------------
@@ -297,13 +312,18 @@ class HostProfile:
     def _window(self, t_s: float) -> tuple[np.ndarray, np.ndarray]:
         # Meters ask about the last few seconds: read only the records around t_s, not the ring.
         count = self._count()
-        span = int(4.0 / self.period_s) + 4
         newest_t = (int(self._records[(count - 1) % self.capacity]["t_ns"]) - self.t0_ns) / 1e9
-        back = int(max(0.0, newest_t - t_s) / self.period_s) + span
+        # records come at most every period_s (a late sampler takes fewer), so this many reach
+        # back to t_s; the margin covers stamp jitter
+        back = int(max(0.0, newest_t - t_s) / self.period_s) + _WINDOW_MARGIN
         n = min(count, self.capacity, back)
         idx = np.arange(count - n, count) % self.capacity
         rec = self._records[idx]
         t = (rec["t_ns"] - self.t0_ns) / 1e9
+        if t_s < t[0] and n < min(count, self.capacity):  # further back than expected: read it all
+            idx = np.arange(count - min(count, self.capacity), count) % self.capacity
+            rec = self._records[idx]
+            t = (rec["t_ns"] - self.t0_ns) / 1e9
         m = self.model
         e = m.idle_w * t + m.cpu_dynamic_w * rec["cpu_busy_s"] + m.gpu_dynamic_w * rec["gpu_busy_s"]
         return t, e

@@ -18,6 +18,9 @@ import time
 from typing import Callable
 
 from hwval.markers import ENV_SOCKET
+from hwval.runfile.schema import EventName
+
+PULSE_EVENTS = (EventName.PULSE_START, EventName.PULSE_CHIP, EventName.PULSE_END)
 
 MAX_DATAGRAM = 65536
 PREFIX = "hwval-marks-"
@@ -112,7 +115,16 @@ class MarkerServer:
             self._count_error("", "bad_mark", f"unreadable mark datagram: {exc}")
             return
         self.received += 1
-        self._put_event("mark", "", t_ns, {**detail, "mark": name, "pid": msg.get("pid")})
+        self.record(name, t_ns, detail, msg.get("pid"))
+
+    def record(self, name: str, t_ns: int, detail: dict, pid: int | None) -> None:
+        """One mark, from a datagram or from the capture itself (``--sync-pulses``). The sync-pulse
+        names are events of their own (the schema's pulse_start/pulse_chip/pulse_end), every
+        other name a ``mark`` event with ``detail.mark``."""
+        if name in PULSE_EVENTS:
+            self._put_event(name, "", t_ns, {**detail, "pid": pid})
+        else:
+            self._put_event("mark", "", t_ns, {**detail, "mark": name, "pid": pid})
 
     def close(self) -> None:
         """Stop after draining what the workload already sent."""

@@ -23,6 +23,7 @@ from typing import Callable, TextIO
 
 from hwval import __version__
 from hwval.runfile.documents import Start
+from hwval.capture import pulse_blocks
 from hwval.capture.hdf5_writer import HDF5Writer
 from hwval.runfile.claim import OutputClaim, OutputRefused, claim_output
 from hwval.runfile.journal import JournalWriter, journal_path
@@ -58,6 +59,10 @@ class CaptureRequest:
     notes: TextIO = field(default_factory=lambda: sys.stderr)
     #: Called with the Recorder once running (tests and benchmarks read its statistics).
     on_started: Callable[[Recorder], None] | None = None
+    #: ``--sync-pulses``: a pulse block before and after the workload (see capture.pulse_blocks);
+    #: ``pulse_chip_s`` None: the chip the slowest meter needs.
+    sync_pulses: bool = False
+    pulse_chip_s: float | None = None
 
 
 def resolve_output(request: CaptureRequest, run_id: str) -> OutputClaim:
@@ -111,6 +116,11 @@ def run_capture(request: CaptureRequest) -> int:
         raise CaptureError("nothing to capture: give a command after -- or --duration S")
     if request.duration_s is not None and not 0 < request.duration_s < math.inf:
         raise CaptureError(f"--duration must be a finite number of seconds > 0, got {request.duration_s}")
+    if request.sync_pulses and request.pulse_chip_s is not None:
+        try:
+            pulse_blocks.chip_length_s([], request.pulse_chip_s)
+        except pulse_blocks.PulseOptionError as exc:
+            raise CaptureError(str(exc)) from None
     claim = resolve_output(request, run_id)
     output = claim.path
 
@@ -153,7 +163,8 @@ def run_capture(request: CaptureRequest) -> int:
             markers.start()
             if request.on_started is not None:
                 request.on_started(recorder)
-            exit_code, reason = _run_phase(command, request.duration_s, recorder, markers, signals)
+            pulses = pulse_blocks.plan(recorder.infos.values(), request.pulse_chip_s) if request.sync_pulses else None
+            exit_code, reason = _run_phase(command, request.duration_s, recorder, markers, signals, pulses)
         except CommandError:
             # Popen failed after all (a race with the checks above): leave no half-written file.
             _finish(recorder, markers, signals, exit_code=-1, complete=False,
@@ -273,11 +284,42 @@ def _finish(recorder: Recorder, markers: MarkerServer, signals: SignalPolicy,
 
 
 def _run_phase(command: list[str], duration_s: float | None, recorder: Recorder, markers: MarkerServer,
-               signals: SignalPolicy) -> tuple[int, str]:
-    """Run the workload, or wait ``duration_s``: returns (exit code, stop reason)."""
+               signals: SignalPolicy, pulses: pulse_blocks.PulsePlan | None = None) -> tuple[int, str]:
+    """Run the workload, or wait ``duration_s``: returns (exit code, stop reason). With
+    ``pulses``, a sync-pulse block before and after it."""
+    if pulses is not None:
+        return _run_with_pulses(command, duration_s, recorder, markers, signals, pulses)
     if command:
         return _run_command(command, recorder, markers, signals, duration_s), ""
     return 0, _wait_duration(duration_s or 0.0, signals)
+
+
+def _run_with_pulses(command: list[str], duration_s: float | None, recorder: Recorder, markers: MarkerServer,
+                     signals: SignalPolicy, pulses: pulse_blocks.PulsePlan) -> tuple[int, str]:
+    runner = pulse_blocks.PulseRunner(pulses, recorder.infos.values(), markers.record)
+    got: list[int] = []
+
+    def stop_pulses(signum: int) -> None:
+        # A signal during the pulses ends them: the operator wants to stop, not wait a block.
+        got.append(signum)
+        runner.stop.set()
+
+    try:
+        signals.during(stop_pulses)
+        if not runner.block():
+            why = f"stopped by {_signame(got[0])} during the sync pulses before the workload"
+            return (128 + got[0], f"{why} (the workload did not run)") if command else (0, why)
+        code, reason = _run_phase(command, duration_s, recorder, markers, signals)
+        if reason:  # a --duration ended by a signal: stop now
+            return code, reason
+        signals.during(stop_pulses)
+        if runner.block():
+            runner.tail()
+        if got:
+            reason = f"stopped by {_signame(got[0])} during the sync pulses after the workload"
+        return code, reason
+    finally:
+        runner.close()
 
 
 def _open_sources(recorder: Recorder, request: CaptureRequest) -> None:

@@ -1,11 +1,13 @@
 """``hwval demo``: the whole pipeline on an emulated bench, on any machine, in one command.
 
-1. :func:`start_bench` starts the bench: a Tasmota plug on a pty (the wall meter), a Yokogawa
-   WT310 on a TCP port (the reference analyzer) and a powercap tree (RAPL), as separate
-   ``hwval emulate`` processes sharing one bench time zero, so they see the same true power.
-2. ``hwval capture`` records them while a real small CNN trains on the CPU
-   (``hwval workload train``, with a mark per epoch and evaluation).
-3. ``hwval sync`` (each stream's lag and window), ``hwval analyze`` (every software meter
+1. :func:`start_bench` starts the host-following bench: a sampler turns this machine's CPU load
+   into the true power, which a Tasmota plug on a pty (the wall meter), a Yokogawa WT310 on a
+   TCP port (the reference analyzer) and a powercap tree (RAPL) see, each a separate
+   ``hwval emulate`` process with its own latency, window and noise.
+2. ``hwval capture --sync-pulses`` records them while a real small CNN trains on the CPU
+   (``hwval workload train``, with a mark per epoch and evaluation), with a sync-pulse block
+   before and after it.
+3. ``hwval sync`` (each stream's absolute lag and window, from the pulses), ``hwval analyze`` (every software meter
    against the analyzer), ``hwval calibrate`` (RAPL's gain and offset against it), ``hwval
    analyze --calibration`` (the record applied), ``hwval validate`` (a verdict for RAPL) and
    ``hwval report`` (the HTML report), each run as the command a user would type.
@@ -18,10 +20,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import importlib.util
-import json
 import math
 import shlex
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -30,42 +30,7 @@ from typing import Callable
 
 import click
 
-READY_TIMEOUT_S = 30.0
 EMULATED = "EMULATED meters (protocol emulators fed by a bench model, not real instruments)"
-
-
-class Emulator:
-    """One ``hwval emulate`` child process, ready once its ``--ready-file`` exists."""
-
-    def __init__(self, device: str, workdir: Path, args: list[str]) -> None:
-        self.device = device
-        self.ready_file = workdir / f"{device}.ready.json"
-        self.log_path = workdir / f"{device}.emulator.log"
-        self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "hwval.cli", "emulate", device, *args, "--ready-file", str(self.ready_file)],
-            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-
-    def wait_ready(self, deadline: float) -> dict:
-        while time.monotonic() < deadline:
-            if self.ready_file.exists():
-                return json.loads(self.ready_file.read_text())
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        self.stop()
-        tail = self.log_path.read_text()[-600:]
-        raise click.ClickException(f"the {self.device} emulator did not start; its output:\n{tail}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
 
 
 @dataclass
@@ -78,41 +43,51 @@ class Bench:
     plug: str                         # the plug's stream
     sync_pulses: bool                 # whether the capture plays sync pulses (the bench follows the host)
     description: str
+    #: the plug's configured latency (s): what its synchronised lag should come out as
+    plug_latency_s: float = math.nan
     logs: list[Path] = field(default_factory=list)
     stop: Callable[[], None] = lambda: None
 
 
-def start_bench(work: Path, profile: str = "steps") -> Bench:
+#: The training runs at this niceness: the bench follows niced CPU time (see start_bench).
+TRAIN_NICE = 5
+#: RAPL's package domain sees this share of the wall (the rest: PSU losses, fans, board, disks).
+RAPL_GAIN = 0.55
+
+
+def start_bench(work: Path) -> Bench:
     """Start the emulated bench; the one place that knows which bench the demo runs on.
 
-    This bench's true power follows a fixed profile (not this machine's load), so sync pulses
-    would not show in it: the streams are synchronised against each other instead."""
-    t0 = ["--profile", profile, "--t0-ns", str(time.monotonic_ns()), "--seed", "1"]
-    emulators = [
-        # a smart plug: integer watts, ~0.5 s of averaging and 0.3 s latency, like a CSE7766 plug
-        Emulator("tasmota", work, [*t0, "--window-s", "0.5", "--latency-s", "0.3", "--quantum-w", "1",
-                                   "--noise-w", "0.5", "--gain", "1.02"]),
-        # the reference analyzer: 0.05 W noise, 0.25 s update interval
-        Emulator("wt300", work, [*t0, "--port", "0", "--update-s", "0.25", "--noise-w", "0.05"]),
-        # RAPL sees 55 % of the wall (the rest: PSU, fans, board, disks)
-        Emulator("powercap", work, [*t0, "--root", str(work / "powercap"), "--gain", "0.55"]),
-    ]
+    The host-following bench (:func:`hwval.emulators.host_bench.start_bench`): one sampler turns
+    this machine's CPU load into the true power, and a Tasmota plug on a pty (the wall), a WT310
+    on TCP (the reference analyzer) and a powercap tree (RAPL, at 55 % of the wall) each see it
+    through their own latency, window and noise. The capture's sync pulses show in all of them,
+    so the lags come out absolute. The bench counts niced CPU time only, and the demo runs the
+    training niced, so that a machine busy with other work still shows the demo's own load."""
+    from hwval.emulators.host_bench import BenchError, start_bench as start_host_bench
+
+    folder = work / "bench"
+    folder.mkdir(exist_ok=True)
+    try:
+        # niced CPU time only (the training runs under `nice`, the pulse workers are niced):
+        # other work on this machine then neither adds to the bench's power nor hides the pulses
+        host = start_host_bench(folder, cpu_load="niced", rapl_gain=RAPL_GAIN,
+                                names={"plug": "wall", "wt300": "analyzer"})
+    except BenchError as exc:
+        raise click.ClickException(f"the emulated bench did not start: {exc}") from None
 
     def stop() -> None:
-        for e in emulators:
-            e.stop()
+        host.stop()
+        # the ring holds 30 min of load samples (~29 MB); the logs and truth files stay
+        host.ring.unlink(missing_ok=True)
 
-    try:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        ready = {e.device: e.wait_ready(deadline) for e in emulators}
-    except BaseException:
-        stop()
-        raise
-    return Bench(meters=[f"tasmota:{ready['tasmota']['resource']}?name=wall&period_s=0.5",
-                         f"wt300:{ready['wt300']['resource']}?name=analyzer"],
-                 rapl_root=ready["powercap"]["resource"], reference="analyzer", plug="wall", sync_pulses=False,
-                 description=f"profile {profile!r}: a Tasmota plug on a pty, a WT310 on TCP, a powercap tree",
-                 logs=[e.log_path for e in emulators], stop=stop)
+    # RAPL's package domain only: core and dram would add comparisons, not insight, to a demo
+    rapl = next(m for m in host.meter_specs if m.startswith("rapl:")) + "&domains=rapl_package_0"
+    return Bench(meters=[*host.meter_specs[:2], rapl], rapl_root=str(folder / "powercap"), reference="analyzer", plug="wall",
+                 sync_pulses=True, plug_latency_s=float(host.truth["plug"]["model"]["latency_s"]),
+                 description="true power follows this machine's CPU load: a Tasmota plug on a pty, a WT310 "
+                             "on TCP, a powercap tree",
+                 logs=[*host.logs, *(folder / f"{m}.truth.json" for m in ("plug", "wt300", "rapl"))], stop=stop)
 
 
 def run_step(args: list[str], real: str) -> int:
@@ -122,14 +97,17 @@ def run_step(args: list[str], real: str) -> int:
     click.echo("")
     click.secho("$ hwval " + " ".join(shlex.quote(a) for a in args), bold=True)
     click.echo(f"  (on real meters: {real})")
+    started = time.monotonic()
     try:
         cli.main(args=args, prog_name="hwval", standalone_mode=False)
+        code = 0
     except SystemExit as exc:
-        return int(exc.code or 0)
+        code = int(exc.code or 0)
     except click.ClickException as exc:
         exc.show()
-        return exc.exit_code
-    return 0
+        code = exc.exit_code
+    click.echo(f"  ({time.monotonic() - started:.1f} s)")
+    return code
 
 
 def headline(run_path: Path, bench: Bench) -> str:
@@ -149,7 +127,8 @@ def headline(run_path: Path, bench: Bench) -> str:
         a = plug.attrs
         lo, hi = (float(v) for v in a["lag_ci_s"])
         rel = "" if a.get("absolute") else f" relative to {a['reference']}"
-        parts.append(f"lag of the plug {a['lag_s']:.2f} s +- {(hi - lo) / 2:.2f} s{rel}")
+        configured = f" (its emulator: {bench.plug_latency_s:.2f} s)" if math.isfinite(bench.plug_latency_s) else ""
+        parts.append(f"lag of the plug {a['lag_s']:.2f} s +- {(hi - lo) / 2:.2f} s{rel}{configured}")
     return "; ".join(parts) + f" [{EMULATED}]"
 
 
@@ -171,13 +150,13 @@ Example:
 @click.option("--idle-s", type=click.FloatRange(min=0), default=4.0, show_default=True,
               help="idle seconds before and after training")
 @click.option("--quick", is_flag=True,
-              help="the shortest run the pipeline works on: 2 epochs of 4 batches, 8 s idle either side")
+              help="the shortest run the pipeline works on: 2 epochs of 4 batches, 2 s idle either side")
 def demo(workdir, epochs, batches, idle_s, quick):
     if importlib.util.find_spec("torch") is None:
         raise click.ClickException("the demo trains a small CNN and needs torch: pip install torch==2.13.0")
     if quick:
-        # the streams are synchronised on the run's power changes, which needs >= 15 s of them
-        epochs, batches, idle_s = 2, 4, 8.0
+        # the sync pulses around the training synchronise the streams: the run itself may be short
+        epochs, batches, idle_s = 2, 4, 2.0
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     work = Path(workdir or f"runs/demo-{stamp}")
     work.mkdir(parents=True, exist_ok=True)
@@ -187,22 +166,22 @@ def demo(workdir, epochs, batches, idle_s, quick):
     click.echo(f"bench: {bench.description}")
     train = ["hwval", "workload", "train", "--epochs", str(epochs), "--batches-per-epoch", str(batches),
              "--eval-batches", "2", "--idle-s", f"{idle_s:g}", "--device", "cpu"]
-    capture = ["capture", *[x for spec in bench.meters for x in ("-m", spec)], "--rapl", "--rapl-root",
-               bench.rapl_root, *(["--sync-pulses"] if bench.sync_pulses else []), "-o", str(run_path),
-               "--force", "--no-live", "--", sys.executable, "-m", "hwval.cli", *train[1:]]
+    capture = ["capture", *[x for spec in bench.meters for x in ("-m", spec)], "--no-rapl", "--no-nvml",
+               *(["--sync-pulses"] if bench.sync_pulses else []), "-o", str(run_path),
+               "--force", "--no-live", "--", "nice", "-n", str(TRAIN_NICE), sys.executable, "-m", "hwval.cli", *train[1:]]
     try:
-        code = run_step(capture, "hwval capture -c lab.toml -o run.h5 -- python train.py")
+        code = run_step(capture, "hwval capture -c lab.toml --sync-pulses -o run.h5 -- python train.py")
     finally:
         bench.stop()
     if code:
         raise click.ClickException(f"the capture exited with {code}; see the output above")
     run = str(run_path)
     ref = bench.reference
-    # without pulses each stream is fitted to the analyzer's power changes (lags relative to it);
-    # the emulated lags are well under 1.5 s, and a short range keeps a short run syncable
+    # without pulses each stream would be fitted to the analyzer's power changes (lags relative
+    # to it); the emulated lags are well under 1.5 s, and a short range keeps a short run syncable
     sync_args = [] if bench.sync_pulses else ["--reference", ref, "--max-lag-s", "1.5"]
     steps = [
-        (["sync", run, *sync_args], "the same, after a capture with --sync-pulses", (0,)),
+        (["sync", run, *sync_args], "the same", (0,)),
         (["analyze", run, "--reference", ref], "the same", (0,)),
         (["calibrate", run, "--meter", "rapl_package_0", "--reference", ref, "-o", str(cal_dir)],
          "the same, on a bench run with idle and load", (0,)),
@@ -221,6 +200,6 @@ def demo(workdir, epochs, batches, idle_s, quick):
     for what, path in (("run file", run_path), ("calibration record", records[0] if records else cal_dir),
                        ("report", report_path)):
         click.echo(f"  {what:<19} {path}")
-    click.echo(f"  {'emulator logs':<19} {', '.join(str(p) for p in bench.logs)}")
+    click.echo(f"  {'bench logs, truth':<19} {', '.join(str(p) for p in bench.logs)}")
     click.echo("")
     click.secho(headline(run_path, bench), bold=True)

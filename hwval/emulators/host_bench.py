@@ -156,14 +156,17 @@ def _wait_ready(path: Path, proc: subprocess.Popen, log: Path, deadline: float) 
 
 
 def start_bench(tmpdir: str | os.PathLike, *, cpu_load: str = "all", rate_hz: float = 500.0,
-                seed: int = 1) -> HostBench:
+                seed: int = 1, rapl_gain: float = 1.0, names: dict[str, str] | None = None) -> HostBench:
     """Start the host-bench sampler and a Tasmota plug (pty), a WT300 (TCP) and a powercap tree
     on it, each a process with its own meter model; returns once all of them accept readers.
 
     ``cpu_load="niced"`` follows only niced user time (the pulse workers'), for a check that
     must work while other work saturates the CPUs; ``"all"`` follows everything (a real workload).
+    ``rapl_gain`` scales what the powercap counters see (a RAPL package reads only part of the
+    wall); ``names`` renames the plug's and the WT300's streams (default ``plug``, ``wt300``).
     Call :meth:`HostBench.stop` (or use it as a context manager) to end them.
     """
+    names = {"plug": "plug", "wt300": "wt300", **(names or {})}
     d = Path(tmpdir)
     ring = d / "host-bench.ring"
     deadline = time.monotonic() + START_TIMEOUT_S
@@ -182,7 +185,7 @@ def start_bench(tmpdir: str | os.PathLike, *, cpu_load: str = "all", rate_hz: fl
             "wt300": ["wt300", *profile, "--port", "0", "--latency-s", str(WT300["latency_s"]),
                       "--update-s", str(WT300["update_s"]), "--noise-w", str(WT300["noise_w"])],
             "rapl": ["powercap", *profile, "--root", str(d / "powercap"), "--latency-s", str(RAPL["latency_s"]),
-                     "--update-s", str(RAPL["update_s"])],
+                     "--update-s", str(RAPL["update_s"]), "--gain", str(rapl_gain)],
         }
         for name, args in meters.items():
             log = d / f"{name}.log"
@@ -201,8 +204,8 @@ def start_bench(tmpdir: str | os.PathLike, *, cpu_load: str = "all", rate_hz: fl
         bench.truth["wt300"]["window_s"] = WT300["update_s"]
         bench.truth["rapl"]["period_s"] = RAPL["period_s"]
         bench.meter_specs = [
-            f"tasmota:{ready['plug']['resource']}?name=plug&period_s={PLUG['period_s']}&reply_timeout_s=1",
-            f"wt300:{ready['wt300']['resource']}?name=wt300&update_s={WT300['update_s']}",
+            f"tasmota:{ready['plug']['resource']}?name={names['plug']}&period_s={PLUG['period_s']}&reply_timeout_s=1",
+            f"wt300:{ready['wt300']['resource']}?name={names['wt300']}&update_s={WT300['update_s']}",
             f"rapl:{ready['rapl']['rapl_root']}?name=rapl&period_s={RAPL['period_s']}",
         ]
     except BaseException:

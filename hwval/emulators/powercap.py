@@ -141,11 +141,15 @@ class PowercapWriter:
         self.true_uj = [0] * len(zones)
         self.counter_uj = [0] * len(zones)
         self.last_t_ns = bench.t0_ns
+        self._energy_t_ns, self._energy_j = None, 0.0
 
     def true_uj_at(self, zone_index: int, t_ns: int) -> int:
         """True energy of a zone from bench time 0 to ``t_ns``, floored to whole microjoules."""
-        energy_j = self.bench.profile.energy_to_j(self.bench.t_s(t_ns))
-        return math.floor(self.zones[zone_index].share * energy_j * 1e6)
+        if t_ns != self._energy_t_ns:
+            # every zone is a share of one bench energy: compute it once per instant (a host
+            # bench reads its ring for it, and this runs every update, for every zone)
+            self._energy_t_ns, self._energy_j = t_ns, self.bench.profile.energy_to_j(self.bench.t_s(t_ns))
+        return math.floor(self.zones[zone_index].share * self._energy_j * 1e6)
 
     def counter_uj_at(self, zone_index: int, t_ns: int) -> int:
         """What the zone's counter has accumulated by ``t_ns``: the true energy seen through the

@@ -13,7 +13,9 @@ One stream per domain (see :mod:`hwval.sources.rapl_zones` for the names), each 
     domain (both instants taken on CLOCK_MONOTONIC right after each counter read), never over
     the nominal period: a late read would otherwise inflate the power by its lateness.
     ``semantics = window_mean``; ``window_s`` is the nominal period; the true window of every
-    sample is in ``interval_s``. The first reading has no interval, so its power is NaN.
+    sample is in ``interval_s``. The first reading has no interval, so its power is NaN, and so
+    is the power over an interval shorter than ``MIN_POWER_INTERVAL_S`` (2 ms: a catch-up read
+    right after a late one, over which the counter moved by none or one ~1 ms update).
 ``interval_s``
     That measured interval in seconds.
 
@@ -58,6 +60,9 @@ PLAUSIBLE_POWER_FACTOR = 2.0
 #: ...over the elapsed interval plus this much: RAPL updates every ~1 ms, so two reads close
 #: together may see one whole update's energy in a few microseconds.
 UPDATE_SLACK_S = 0.002
+#: Shortest read interval a power value is given for: two of RAPL's ~1 ms updates (Intel SDM
+#: vol. 3B 15.10: the energy status counter updates about every 1 ms).
+MIN_POWER_INTERVAL_S = 0.002
 #: Reads of ``energy_uj`` are at most this long ("18446744073709551615\n" is 21 bytes).
 READ_BYTES = 64
 
@@ -254,7 +259,10 @@ class RaplSource:
                 f"{state.wrap_time_s:.3g} s at {state.max_power_w:g} W: whole wraps may be lost")
         state.total_uj += delta_uj
         state.last_raw_uj, state.last_t_ns = raw_uj, t_ns
-        power_w = delta_uj / 1e6 / dt_s if dt_ns > 0 else math.nan
+        # Over less than MIN_POWER_INTERVAL_S (a late read and the catch-up read right after it)
+        # the counter moved by none or one of its ~1 ms updates: the quotient would read 0 W
+        # or kilowatts. The energy is exact either way; that power is not reported.
+        power_w = delta_uj / 1e6 / dt_s if dt_s >= MIN_POWER_INTERVAL_S else math.nan
         return {"energy_j": state.total_uj / 1e6, "power_w": power_w, "interval_s": dt_s}
 
     def _event(self, state: _DomainState, kind: str, message: str, **detail: int) -> None:

@@ -19,6 +19,27 @@ from hwval.sync.resample import align_arrays, gap_arrays, links, nominal_interva
 from hwval.sync.timing import Timing
 
 _HEAD_ROWS = 1 << 16
+#: A counter is differenced over at least this share of its reporting interval.
+MIN_SPAN_INTERVALS = 0.5
+
+
+def spaced_pairs(t: np.ndarray, min_span_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """Index pairs ``(a, b)`` of consecutive kept stamps, each kept stamp the first one at least
+    ``min_span_s`` after the previous kept one (all of them when the stamps are that far apart)."""
+    n = len(t)
+    if n < 2:
+        return np.empty(0, dtype=int), np.empty(0, dtype=int)
+    if not np.isfinite(min_span_s) or min_span_s <= 0 or np.all(np.diff(t) >= min_span_s):
+        idx = np.arange(n)
+    else:
+        kept = [0]
+        last = t[0]
+        for i in range(1, n):
+            if t[i] - last >= min_span_s:
+                kept.append(i)
+                last = t[i]
+        idx = np.asarray(kept)
+    return idx[:-1], idx[1:]
 
 
 @dataclass
@@ -65,17 +86,25 @@ class StreamSource:
         d = r.read([self.key], a, b)
         return d["t"], d[self.key]
 
-    def observations(self, lo_s: float, hi_s: float) -> Observations:
+    def observations(self, lo_s: float, hi_s: float, min_span_s: float = 0.0) -> Observations:
+        """Readings stamped in ``[lo_s, hi_s]``; a counter differenced over at least
+        ``min_span_s`` (and half its reporting interval)."""
         t, v = self.rows(lo_s, hi_s)
         gap_lo, gap_hi = gap_arrays(self.gaps)
         if self.method == "counter":
             if len(t) < 2:
                 return Observations(np.empty(0), np.empty(0), np.empty(0))
             link = links(t, v, self.interval_s, gap_lo, gap_hi)[:-1]
-            dt = np.diff(t)
-            keep = link & (dt > 0) & (t[1:] >= lo_s)
-            y = np.diff(v) / np.where(dt > 0, dt, 1.0)
-            return Observations(t[1:][keep], y[keep], t[:-1][keep])
+            # Difference over at least half a reporting interval: a late read followed at once
+            # by the next one spans microseconds, in which a counter that updates every ~1 ms
+            # (RAPL) moved by zero or one whole update, a "power" of 0 or many times the truth
+            # that would outweigh every honest reading in the fit.
+            a, b = spaced_pairs(t, max(MIN_SPAN_INTERVALS * self.interval_s, min_span_s))
+            broken = np.concatenate([[0], np.cumsum(~link)])
+            dt = t[b] - t[a]
+            keep = (broken[b] == broken[a]) & (dt > 0) & (t[b] >= lo_s)
+            y = (v[b] - v[a]) / np.where(dt > 0, dt, 1.0)
+            return Observations(t[b][keep], y[keep], t[a][keep])
         keep = np.isfinite(v) & np.isfinite(t) & (t >= lo_s)
         if len(gap_lo):
             k = np.searchsorted(gap_hi, t, side="right")

@@ -24,6 +24,11 @@ from hwval.sync.observe import StreamSource
 from hwval.sync.template import PulseBlock, TemplateError, pulse_blocks
 
 PULSES = "pulses"
+#: A counter is differenced over at least this share of a chip: energy telescopes, so the edges
+#: pin the lag as well as with every reading, while the load's own bursts at scheduler time
+#: scale (a niced pulse worker on a busy host runs in slices of a few ms), which the template
+#: does not have, average out instead of swamping the fit of a 100 Hz RAPL counter.
+COUNTER_SPAN_CHIPS = 0.125
 #: Default lag search range (s): receipt-stamped meters are late, rarely by more than seconds.
 DEFAULT_MAX_LAG_S = 3.0
 #: Fallback stretches (no pulses): this long at the start and at the end of the common recording.
@@ -166,7 +171,7 @@ def _sync_pulses(run, names, blocks, events, max_lag_s) -> SyncResult:
         fit_blocks = []
         for b, (lo, hi) in zip(blocks, windows):
             x, c = b.knots
-            obs = src.observations(lo, hi)
+            obs = src.observations(lo, hi, min_span_s=COUNTER_SPAN_CHIPS * b.chip_s)
             if obs.n >= 4:
                 # the block's time is its edges' centroid: a lag that drifts within the block is
                 # fitted as its value there (every edge pins it about equally)

@@ -83,7 +83,10 @@ def pulse_blocks(events) -> list[PulseBlock]:
         elif name == EventName.PULSE_CHIP and current is not None:
             current["chips"].append((ev.t, ev.detail))
         elif name == EventName.PULSE_END and current is not None:
-            blocks.append(_block(current, ev.t))
+            # A block stopped before its first chip (a signal during `capture --sync-pulses`)
+            # commanded nothing: there is nothing to fit.
+            if current["chips"] or not ev.detail.get("aborted"):
+                blocks.append(_block(current, ev.t))
             current = None
     if current is not None:
         raise TemplateError(f"the pulse block starting at {current['t']:.3f} s never ended (no pulse_end): "

@@ -1,0 +1,114 @@
+"""``hwval capture --sync-pulses``: one sync-pulse block before the workload and one after it.
+
+Each block is preceded by idle settling, and the last one is followed by as much again, so that
+every meter has reported the last chip (its lag plus window) before the capture stops. The blocks
+are played by :func:`hwval.workloads.pulses.play_block` on one :class:`LoadPool` started for the
+capture, and their events go through the capture's marker channel (:meth:`MarkerServer.record`),
+stamped like a workload's ``hwval.mark``: the run file is the same as with
+``python -m hwval.workloads.pulses`` run around the workload, so ``hwval sync`` and the analysis
+phases (``pulses_1``, ``pulses_2``) read it the same way. Two blocks give the drift.
+
+The chip length follows the slowest meter (:func:`chip_length_s`) unless ``--pulse-chip-s`` is
+given. A signal during a block ends that block early (its ``pulse_end`` has ``aborted: true``);
+during the first block it also skips the workload and the second block, and a ``--duration``
+wait ended by a signal skips the second block.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+from hwval.clock import now_ns
+from hwval.sources.base import StreamInfo
+from hwval.workloads.pulses import LoadPool, chip_length_s as _chip_for_meters, pattern_levels, play_block, visible_gpus
+
+PATTERN = "barker13"
+#: Idle before each block, in chips, and at least this many seconds: the meters settle at the
+#: idle floor and the fit gets a flat stretch before the first edge.
+SETTLE_CHIPS = 2.0
+MIN_SETTLE_S = 1.0
+
+
+class PulseOptionError(ValueError):
+    """A bad ``--pulse-chip-s``; the message says what is accepted."""
+
+
+def meter_timing(infos: Iterable[StreamInfo]) -> list[tuple[float, float]]:
+    """``(period_s, window_s)`` of every stream with a known period. A stream whose window is
+    unknown is taken to average over its period (what a meter that reports means does)."""
+    out = []
+    for info in infos:
+        period = info.period_s
+        if not period or period <= 0:
+            continue
+        windows = [k.window_s for k in info.keys if k.window_s]
+        out.append((float(period), float(max(windows)) if windows else float(period)))
+    return out
+
+
+def chip_length_s(infos: Iterable[StreamInfo], chip_s: float | None = None) -> float:
+    """``chip_s`` when given (must be > 0), else the chip the slowest recorded meter needs."""
+    if chip_s is not None:
+        if not 0 < chip_s < 3600:
+            raise PulseOptionError(f"--pulse-chip-s {chip_s}: must be > 0 and < 3600 seconds")
+        return float(chip_s)
+    return _chip_for_meters(meter_timing(infos))
+
+
+@dataclass
+class PulsePlan:
+    chip_s: float
+    settle_s: float
+    pattern: str = PATTERN
+
+
+def plan(infos: Iterable[StreamInfo], chip_s: float | None = None) -> PulsePlan:
+    chip = chip_length_s(infos, chip_s)
+    return PulsePlan(chip_s=chip, settle_s=max(MIN_SETTLE_S, SETTLE_CHIPS * chip))
+
+
+def _gpus(infos: Iterable[StreamInfo]) -> list[int]:
+    # Only when NVML records a GPU: finding CUDA means importing torch in the capture process,
+    # which a CPU-only capture should not pay for.
+    if not any(i.driver == "nvml" for i in infos):
+        return []
+    return list(range(visible_gpus()))
+
+
+class PulseRunner:
+    """The load pool and the blocks of one capture.
+
+    ``record(name, t_ns, detail, pid)`` is the marker channel (the capture's MarkerServer.record).
+    """
+
+    def __init__(self, pulse_plan: PulsePlan, infos: Iterable[StreamInfo],
+                 record: Callable[[str, int, dict, int | None], None]) -> None:
+        infos = list(infos)
+        self.plan = pulse_plan
+        self.levels = pattern_levels(pulse_plan.pattern)
+        self._record = record
+        self.stop = threading.Event()
+        self.pool = LoadPool(len(os.sched_getaffinity(0)), _gpus(infos))
+        self.blocks_played = 0
+
+    def _mark(self, name: str, **detail) -> None:
+        self._record(name, now_ns(), detail, os.getpid())
+
+    def block(self) -> bool:
+        """Settle, then play one block; False when a stop came (the block was cut short or never
+        started)."""
+        if self.stop.wait(self.plan.settle_s):
+            return False
+        play_block(self.pool, self.plan.pattern, self.levels, self.plan.chip_s, self._mark, stop=self.stop)
+        self.blocks_played += 1
+        return not self.stop.is_set()
+
+    def tail(self) -> None:
+        """Idle after the last block, so every meter reports its last chip."""
+        self.stop.wait(self.plan.settle_s)
+
+    def close(self) -> None:
+        self.pool.close()
