@@ -81,11 +81,30 @@ def test_info_text_and_json(tmp_path):
     assert summary["complete"] is True and summary["exit_code"] == 0
 
 
+def wait_until_recording(proc, out, workload: bool = False, timeout_s: float = 60.0) -> None:
+    """Wait until the capture records (its journal holds the start document, written once
+    signals are held) and, with ``workload``, until it has started the workload: a signal sent
+    earlier would test start-up, and a loaded machine can take seconds to get there."""
+    from hwval.runfile.journal import journal_path
+
+    journal = journal_path(str(out))
+    children = f"/proc/{proc.pid}/task/{proc.pid}/children"
+    deadline = time.monotonic() + timeout_s
+    while True:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the capture did not start recording"
+        started = os.path.exists(journal) and os.path.getsize(journal) > 0
+        if started and (not workload or open(children).read().split()):
+            return
+        time.sleep(0.05)
+
+
 def test_sigint_ends_the_run_cleanly(tmp_path):
     out = tmp_path / "run.h5"
     proc = popen_hwval("capture", "--no-nvml", "--no-rapl", "-m", SYN, "-o", str(out), "--",
                        sys.executable, "-c", "import time; time.sleep(30)")
-    time.sleep(1.5)
+    wait_until_recording(proc, out, workload=True)
+    time.sleep(1.0)  # > 50 readings at 100 Hz
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=20)
     # the workload died of the forwarded SIGINT: 128 + 2, as a shell reports it
@@ -101,7 +120,7 @@ def test_sigint_ends_the_run_cleanly(tmp_path):
 def test_sigint_ends_a_duration_capture(tmp_path):
     out = tmp_path / "run.h5"
     proc = popen_hwval("capture", "--no-nvml", "--no-rapl", "-m", SYN, "--duration", "60", "-o", str(out))
-    time.sleep(1.5)
+    wait_until_recording(proc, out)
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=20)
     assert proc.returncode == 0
