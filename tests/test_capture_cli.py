@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import sys
 import time
@@ -12,7 +13,10 @@ import numpy as np
 import pytest
 
 from conftest import popen_hwval, run_hwval
+from hwval.runfile.documents import Page
+from hwval.runfile.journal import journal_path
 from hwval.runfile.reader import open_run
+from hwval.runfile.recover import read_journal
 
 SYN = "synthetic:constant:100?period_s=0.01&name=syn"
 
@@ -81,13 +85,48 @@ def test_info_text_and_json(tmp_path):
     assert summary["complete"] is True and summary["exit_code"] == 0
 
 
+def _journal_readings(out) -> int:
+    """Readings the live capture has already written ahead to its journal (0 before it starts)."""
+    path = journal_path(out)
+    if not path.exists():
+        return 0
+    return sum(len(doc.t) for doc in read_journal(path) if isinstance(doc, Page))
+
+
+def _wait_recording(proc, out, readings: int, timeout_s: float = 60.0) -> None:
+    """Wait until the capture has journaled ``readings`` readings: it is then in its run phase,
+    where a signal is handled, not mid-start (an early SIGINT lands in the interpreter's
+    start-up on a loaded machine). Event-based: no fixed sleep to outlast the load."""
+    deadline = time.monotonic() + timeout_s
+    while _journal_readings(out) < readings:
+        assert proc.poll() is None, proc.communicate()[1]
+        assert time.monotonic() < deadline, f"capture wrote < {readings} readings in {timeout_s} s"
+        time.sleep(0.05)
+
+
+def _wait_line(proc, needle: str, timeout_s: float = 60.0) -> None:
+    """Read the child's stdout until a line holding ``needle`` (the workload says it runs)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = deadline - time.monotonic()
+        assert left > 0, f"no {needle!r} on stdout within {timeout_s} s"
+        ready, _, _ = select.select([proc.stdout], [], [], left)
+        if ready:
+            line = proc.stdout.readline()
+            assert line, f"stdout closed before {needle!r}: " + proc.communicate()[1]
+            if needle in line:
+                return
+
+
 def test_sigint_ends_the_run_cleanly(tmp_path):
     out = tmp_path / "run.h5"
     proc = popen_hwval("capture", "--no-nvml", "--no-rapl", "-m", SYN, "-o", str(out), "--",
-                       sys.executable, "-c", "import time; time.sleep(30)")
-    time.sleep(1.5)
+                       sys.executable, "-c", "import time; print('workload ready', flush=True); time.sleep(30)")
+    # the workload is past its interpreter's start-up, and the capture has readings to keep
+    _wait_line(proc, "workload ready")
+    _wait_recording(proc, out, readings=60)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=20)
+    _, err = proc.communicate(timeout=60)
     # the workload died of the forwarded SIGINT: 128 + 2, as a shell reports it
     assert proc.returncode == 130, err
     with open_run(out) as run:
@@ -101,9 +140,9 @@ def test_sigint_ends_the_run_cleanly(tmp_path):
 def test_sigint_ends_a_duration_capture(tmp_path):
     out = tmp_path / "run.h5"
     proc = popen_hwval("capture", "--no-nvml", "--no-rapl", "-m", SYN, "--duration", "60", "-o", str(out))
-    time.sleep(1.5)
+    _wait_recording(proc, out, readings=1)
     proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=20)
+    proc.communicate(timeout=40)
     assert proc.returncode == 0
     with open_run(out) as run:
         assert run.complete and run.attrs["stop_reason"] == "stopped by SIGINT"
@@ -112,9 +151,8 @@ def test_sigint_ends_a_duration_capture(tmp_path):
 def test_sigkill_leaves_a_recoverable_file_with_old_samples(tmp_path):
     out = tmp_path / "run.h5"
     proc = popen_hwval("capture", "--no-nvml", "--no-rapl", "-m", SYN, "--duration", "60", "-o", str(out))
-    deadline = time.monotonic() + 15
-    while not out.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    # readings are flowing (the claim creates the file before any meter is open), then some more
+    _wait_recording(proc, out, readings=1)
     time.sleep(3.0)
     killed_ns = time.monotonic_ns()
     proc.kill()
@@ -141,7 +179,8 @@ def test_duration_with_command_terminates_the_workload(tmp_path):
     start = time.monotonic()
     res = run_hwval("capture", "--no-nvml", "--no-rapl", "-m", SYN, "--duration", "1", "-o", str(out),
                     "--", sys.executable, "-c", "import time; time.sleep(30)")
-    assert time.monotonic() - start < 15
+    # well short of the workload's 30 s sleep (start-up on a loaded machine takes seconds)
+    assert time.monotonic() - start < 25
     assert res.returncode == 128 + signal.SIGTERM
     with open_run(out) as run:
         assert any(e.detail.get("kind") == "duration" for e in run.events if e.name == "error")
