@@ -53,6 +53,12 @@ from hwval.sources.nvml_devices import (LOST_CODES, REOPEN_CODES, TRANSIENT_CODE
 
 DEFAULT_PERIOD_S = 0.05
 DEFAULT_DETECT_S = 0.25
+#: The update-period burst lasts at most this many times ``detect_s`` (it stops as soon as
+#: every GPU's smallest interval is confirmed): room for a loaded machine, a bound for a GPU
+#: whose value does not change (an idle counter at 0 W).
+DETECT_LIMIT_FACTOR = 8
+#: Two intervals within this fraction of each other confirm the update period.
+CONFIRM_TOLERANCE = 0.1
 #: Calls at open that fail with a transient code are tried this many times before the key is
 #: given up for the whole capture.
 PROBE_ATTEMPTS = 3
@@ -113,6 +119,15 @@ class _Gpu:
         return self.visible.device.handle
 
 
+def _change_intervals_ns(changes: list[tuple[int, int]], widths_ns: list[int]) -> list[float]:
+    """Intervals between consecutive well-timed changes, each divided by the changes it spans."""
+    if len(changes) < 2 or not widths_ns:
+        return []
+    tight_ns = 3 * statistics.median(widths_ns) + 50_000
+    tight = [(i, (lo + hi) // 2) for i, (lo, hi) in enumerate(changes) if hi - lo <= tight_ns]
+    return [(b - a) / (j - i) for (i, a), (j, b) in zip(tight, tight[1:])]
+
+
 def smallest_change_interval_s(changes: list[tuple[int, int]], widths_ns: list[int]) -> float | None:
     """Smallest interval between consecutive well-timed changes, in seconds.
 
@@ -125,12 +140,18 @@ def smallest_change_interval_s(changes: list[tuple[int, int]], widths_ns: list[i
     changes apart is divided by ``k``. Every change seen is at least one update, so that quotient
     is never shorter than the update period (up to the bracket widths): the smallest is kept.
     """
-    if len(changes) < 2 or not widths_ns:
-        return None
-    tight_ns = 3 * statistics.median(widths_ns) + 50_000
-    tight = [(i, (lo + hi) // 2) for i, (lo, hi) in enumerate(changes) if hi - lo <= tight_ns]
-    intervals = [(b - a) / (j - i) for (i, a), (j, b) in zip(tight, tight[1:])]
+    intervals = _change_intervals_ns(changes, widths_ns)
     return min(intervals) / 1e9 if intervals else None
+
+
+def change_interval_confirmed(changes: list[tuple[int, int]], widths_ns: list[int]) -> bool:
+    """True when a second interval comes within :data:`CONFIRM_TOLERANCE` of the smallest.
+
+    A held-back reader can see one change for several updates, so a single interval may span
+    more updates than the changes it counts (a quotient too long); the true period is the one
+    interval length that keeps coming back."""
+    intervals = sorted(_change_intervals_ns(changes, widths_ns))
+    return len(intervals) >= 2 and intervals[1] <= intervals[0] * (1 + CONFIRM_TOLERANCE)
 
 
 class NvmlSource:
@@ -266,6 +287,11 @@ class NvmlSource:
         A change happened between the start of the read before it and the end of the read that
         saw it. Only changes pinned down that tightly (within a few typical read gaps) are used:
         a read the scheduler delayed by milliseconds would otherwise make an interval look short.
+        On a loaded machine most changes can fall in such delayed reads, leaving fewer than two
+        well-timed ones after ``detect_s``, or one interval spanning missed updates: the burst then
+        goes on, ``detect_s`` at a time, until every GPU's smallest interval is confirmed by a
+        second one (:func:`change_interval_confirmed`) or :data:`DETECT_LIMIT_FACTOR` times
+        ``detect_s`` have passed.
         """
         self.update_periods = {}
         if self.detect_s <= 0:
@@ -279,8 +305,32 @@ class NvmlSource:
             # [gpu, function, changes as (start of previous read, end of this read) ns,
             #  bracket widths ns, last value, start of last read ns]
             probes.append([gpu, func, [], [], None, None])
-        end = self._clock() + int(self.detect_s * 1e9)
-        while self._clock() < end:
+        detect_ns = int(self.detect_s * 1e9)
+        start = self._clock()
+        for burst in range(1, DETECT_LIMIT_FACTOR + 1):
+            self._burst(probes, start + burst * detect_ns)
+            if all(change_interval_confirmed(p[2], p[3]) for p in probes if p[1] is not None):
+                break
+        burst_s = (self._clock() - start) / 1e9
+        for gpu, func, changes, gaps, _, _ in probes:
+            period = smallest_change_interval_s(changes, gaps)
+            self.update_periods[gpu.stream] = period
+            what = "energy counter" if gpu.has_energy else "power"
+            if period is None:
+                gpu.notes.append(f"update period not detected: the {what} changed "
+                                 f"{len(changes)} time(s) in a {burst_s:.3g} s burst")
+            else:
+                gpu.notes.append(f"detected update period of the {what}: {period * 1e3:.1f} ms "
+                                 f"(smallest interval between {len(changes)} changes in a "
+                                 f"{burst_s:.3g} s burst)")
+                if self.period_s > period:
+                    gpu.notes.append(f"period {self.period_s} s is longer than the update period: "
+                                     "some power updates are never seen (the energy counter "
+                                     f"loses nothing); poll every {period / 2:.3g} s to see all")
+
+    def _burst(self, probes: list[list[Any]], until_ns: int) -> None:
+        """Read every probed GPU back to back until ``until_ns``, adding to each probe's changes."""
+        while self._clock() < until_ns:
             for probe in probes:
                 gpu, func = probe[0], probe[1]
                 if func is None:
@@ -298,21 +348,6 @@ class NvmlSource:
                     if value != probe[4]:
                         probe[2].append((probe[5], after))
                 probe[4], probe[5] = value, before
-        for gpu, func, changes, gaps, _, _ in probes:
-            period = smallest_change_interval_s(changes, gaps)
-            self.update_periods[gpu.stream] = period
-            what = "energy counter" if gpu.has_energy else "power"
-            if period is None:
-                gpu.notes.append(f"update period not detected: the {what} changed "
-                                 f"{len(changes)} time(s) in a {self.detect_s} s burst")
-            else:
-                gpu.notes.append(f"detected update period of the {what}: {period * 1e3:.1f} ms "
-                                 f"(smallest interval between {len(changes)} changes in a "
-                                 f"{self.detect_s} s burst)")
-                if self.period_s > period:
-                    gpu.notes.append(f"period {self.period_s} s is longer than the update period: "
-                                     "some power updates are never seen (the energy counter "
-                                     f"loses nothing); poll every {period / 2:.3g} s to see all")
 
     def _info(self, gpu: _Gpu, ident: dict[str, Any]) -> StreamInfo:
         ident = dict(ident)
