@@ -18,8 +18,9 @@ by UUID (see :mod:`hwval.sources.nvml_devices`). Keys, each only where the GPU s
     Field values ``NVML_FI_DEV_POWER_INSTANT`` / ``NVML_FI_DEV_POWER_AVERAGE`` (GPU scope).
 
 At open the update period is detected (a burst of back-to-back reads of the energy counter, or
-of the power when there is no counter, for ``detect_s`` seconds; the smallest interval between
-value changes) and recorded in the identity and the notes.
+of the power when there is no counter, for ``detect_s`` seconds, longer on a loaded machine until
+the smallest interval between value changes is seen twice) and recorded in the identity and the
+notes.
 
 Faults: a function that answers NOT_SUPPORTED at open is skipped with a note (a transient error
 at open is retried a few times first, so a passing glitch does not drop a key); a transient error
