@@ -6,6 +6,7 @@ import multiprocessing
 import threading
 import time
 
+import numpy as np
 import pytest
 
 from hwval.benchmodel import MeterModel
@@ -33,9 +34,14 @@ def test_ring_energy_follows_the_scripted_load_and_is_conserved(tmp_path):
     thread = threading.Thread(target=sampler.run)
     thread.start()
     try:
-        time.sleep(0.6)
-        profile = HostProfile(ring)
+        # wait for the ring to cover 0.4 s past the load (not a fixed sleep: a loaded machine
+        # holds the sampler thread back)
+        deadline = time.monotonic() + 60
+        profile = HostProfile(ring)  # the sampler created the ring before its thread started
         on_s = (load.t_on_ns - profile.t0_ns) / 1e9
+        while not np.any(profile.history()[0] >= on_s + 0.4):
+            assert time.monotonic() < deadline, "the ring did not reach 0.4 s past the load in 60 s"
+            time.sleep(0.02)
         # Before the load: idle. Well after it: idle + 0.5 x 100 W.
         assert profile.mean_w(on_s - 0.15, on_s - 0.05) == pytest.approx(50.0, abs=1e-6)
         assert profile.mean_w(on_s + 0.1, on_s + 0.3) == pytest.approx(100.0, rel=1e-3)

@@ -19,8 +19,8 @@ by UUID (see :mod:`hwval.sources.nvml_devices`). Keys, each only where the GPU s
 
 At open the update period is detected (a burst of back-to-back reads of the energy counter, or
 of the power when there is no counter, for ``detect_s`` seconds, longer on a loaded machine until
-the smallest interval between value changes is seen twice) and recorded in the identity and the
-notes.
+two neighbouring changes are well timed; the smallest interval between value changes) and
+recorded in the identity and the notes.
 
 Faults: a function that answers NOT_SUPPORTED at open is skipped with a note (a transient error
 at open is retried a few times first, so a passing glitch does not drop a key); a transient error
@@ -55,11 +55,9 @@ from hwval.sources.nvml_devices import (LOST_CODES, REOPEN_CODES, TRANSIENT_CODE
 DEFAULT_PERIOD_S = 0.05
 DEFAULT_DETECT_S = 0.25
 #: The update-period burst lasts at most this many times ``detect_s`` (it stops as soon as
-#: every GPU's smallest interval is confirmed): room for a loaded machine, a bound for a GPU
-#: whose value does not change (an idle counter at 0 W).
+#: every GPU has two neighbouring well-timed changes): room for a loaded machine, a bound for
+#: a GPU whose value does not change (an idle counter at 0 W).
 DETECT_LIMIT_FACTOR = 8
-#: Two intervals within this fraction of each other confirm the update period.
-CONFIRM_TOLERANCE = 0.1
 #: Calls at open that fail with a transient code are tried this many times before the key is
 #: given up for the whole capture.
 PROBE_ATTEMPTS = 3
@@ -120,13 +118,13 @@ class _Gpu:
         return self.visible.device.handle
 
 
-def _change_intervals_ns(changes: list[tuple[int, int]], widths_ns: list[int]) -> list[float]:
-    """Intervals between consecutive well-timed changes, each divided by the changes it spans."""
+def _change_intervals_ns(changes: list[tuple[int, int]], widths_ns: list[int]) -> list[tuple[float, int]]:
+    """``(interval / k, k)`` between consecutive well-timed changes ``k`` changes apart."""
     if len(changes) < 2 or not widths_ns:
         return []
     tight_ns = 3 * statistics.median(widths_ns) + 50_000
     tight = [(i, (lo + hi) // 2) for i, (lo, hi) in enumerate(changes) if hi - lo <= tight_ns]
-    return [(b - a) / (j - i) for (i, a), (j, b) in zip(tight, tight[1:])]
+    return [((b - a) / (j - i), j - i) for (i, a), (j, b) in zip(tight, tight[1:])]
 
 
 def smallest_change_interval_s(changes: list[tuple[int, int]], widths_ns: list[int]) -> float | None:
@@ -142,17 +140,18 @@ def smallest_change_interval_s(changes: list[tuple[int, int]], widths_ns: list[i
     is never shorter than the update period (up to the bracket widths): the smallest is kept.
     """
     intervals = _change_intervals_ns(changes, widths_ns)
-    return min(intervals) / 1e9 if intervals else None
+    return min(q for q, _ in intervals) / 1e9 if intervals else None
 
 
 def change_interval_confirmed(changes: list[tuple[int, int]], widths_ns: list[int]) -> bool:
-    """True when a second interval comes within :data:`CONFIRM_TOLERANCE` of the smallest.
+    """True when two *neighbouring* changes are both well-timed: their interval is then one
+    update period, and the smallest interval is that period.
 
-    A held-back reader can see one change for several updates, so a single interval may span
-    more updates than the changes it counts (a quotient too long); the true period is the one
-    interval length that keeps coming back."""
-    intervals = sorted(_change_intervals_ns(changes, widths_ns))
-    return len(intervals) >= 2 and intervals[1] <= intervals[0] * (1 + CONFIRM_TOLERANCE)
+    Each update changes the value, so between two neighbouring changes there was no update; a
+    well-timed bracket is far shorter than a period, so it holds one update. A quotient over
+    ``k > 1`` changes is only an upper bound: a held-back read (a wide bracket) between them may
+    have seen two updates as one change (20 ms updates read as 3 in 2 changes give 30 ms)."""
+    return any(k == 1 for _, k in _change_intervals_ns(changes, widths_ns))
 
 
 class NvmlSource:
@@ -289,10 +288,10 @@ class NvmlSource:
         saw it. Only changes pinned down that tightly (within a few typical read gaps) are used:
         a read the scheduler delayed by milliseconds would otherwise make an interval look short.
         On a loaded machine most changes can fall in such delayed reads, leaving fewer than two
-        well-timed ones after ``detect_s``, or one interval spanning missed updates: the burst then
-        goes on, ``detect_s`` at a time, until every GPU's smallest interval is confirmed by a
-        second one (:func:`change_interval_confirmed`) or :data:`DETECT_LIMIT_FACTOR` times
-        ``detect_s`` have passed.
+        well-timed ones after ``detect_s``, or only intervals that may span merged updates: the
+        burst then goes on, ``detect_s`` at a time, until every GPU has two neighbouring
+        well-timed changes (:func:`change_interval_confirmed`) or :data:`DETECT_LIMIT_FACTOR`
+        times ``detect_s`` have passed.
         """
         self.update_periods = {}
         if self.detect_s <= 0:
