@@ -119,7 +119,16 @@ def test_transient_disconnect_and_crash_become_gaps_while_others_continue(tmp_pa
         p = flaky.data["power_w"]
         assert np.array_equal(p, np.arange(1, len(p) + 1))
         steady = run.stream("steady")
-        assert len(steady.t) > 80 and np.max(np.diff(steady.t)) < 0.1  # unaffected
+        # unaffected: no event or error of its own, and it records on through the flaky meter's
+        # reconnect (>= 0.4 s of backoff); not a bound on its intervals, which a loaded
+        # machine's scheduler sets
+        assert steady.error_counts == {} and not any(s == "steady" for _, s in ev)
+        starts = [e.t for e in run.events if e.name == "gap_start" and e.stream == "flaky"]
+        ends = [e.t for e in run.events if e.name == "gap_end" and e.stream == "flaky"]
+        longest = max(zip(starts, ends), key=lambda gap: gap[1] - gap[0])
+        assert longest[1] - longest[0] >= 0.4
+        assert np.count_nonzero((steady.t > longest[0]) & (steady.t < longest[1])) >= 1
+        assert len(steady.t) > 80
         st = run.stream("st")
         assert st.error_counts["checksum"] >= 3
         assert np.all(np.isnan(st.data["voltage_v"])) and np.all(st.data["power_w"] == 5.0)
