@@ -157,6 +157,9 @@ def test_sigkill_leaves_a_recoverable_file_with_old_samples(tmp_path):
     killed_ns = time.monotonic_ns()
     proc.kill()
     proc.wait()
+    # what the capture had written ahead before it died: the recovery must keep all of it
+    journaled_t = np.concatenate([doc.t for doc in read_journal(journal_path(out))
+                                  if isinstance(doc, Page) and doc.stream == "syn"])
     info = run_hwval("info", str(out))
     # Either the file opens directly (flagged incomplete) or hwval names the recover step.
     assert "hwval recover" in info.stdout + info.stderr
@@ -165,9 +168,11 @@ def test_sigkill_leaves_a_recoverable_file_with_old_samples(tmp_path):
         assert not run.complete and run.attrs["recovered"]
         t = run.stream("syn").t
         killed_t = (killed_ns - run.origin_monotonic_ns) / 1e9
-        # every sample older than 2 s before the kill is there, with no hole
+        # every journaled reading is there, none lost between pages (an interval here may be
+        # long: a loaded machine's scheduler holds the source back, which loses nothing), and
+        # the journal was at most a few pages (0.2 s each) behind the kill
+        assert np.array_equal(t, journaled_t)
         assert t[-1] >= killed_t - 2.0
-        assert np.max(np.diff(t)) < 0.2
         # the first reading is there: the synthetic energy counter is 0 at the first read
         assert run.stream("syn").data["energy_j"][0] == 0.0
     assert not (tmp_path / "run.h5.journal").exists()
