@@ -118,40 +118,26 @@ class _Gpu:
         return self.visible.device.handle
 
 
-def _change_intervals_ns(changes: list[tuple[int, int]], widths_ns: list[int]) -> list[tuple[float, int]]:
-    """``(interval / k, k)`` between consecutive well-timed changes ``k`` changes apart."""
-    if len(changes) < 2 or not widths_ns:
-        return []
-    tight_ns = 3 * statistics.median(widths_ns) + 50_000
-    tight = [(i, (lo + hi) // 2) for i, (lo, hi) in enumerate(changes) if hi - lo <= tight_ns]
-    return [((b - a) / (j - i), j - i) for (i, a), (j, b) in zip(tight, tight[1:])]
-
-
 def smallest_change_interval_s(changes: list[tuple[int, int]], widths_ns: list[int]) -> float | None:
-    """Smallest interval between consecutive well-timed changes, in seconds.
+    """Smallest interval between two neighbouring well-timed changes, in seconds (None when no
+    two neighbouring changes are well-timed).
 
     ``changes`` are ``(start of the read before, end of the read that saw the change)`` in ns: the
     change happened inside. It counts as well-timed when that bracket is at most three times the
     median bracket (+50 us); its time is the bracket's middle.
 
-    Two well-timed changes need not be neighbours: on a loaded machine the reads in between may
-    be held back (their brackets are wide), so the interval between well-timed changes ``k``
-    changes apart is divided by ``k``. Every change seen is at least one update, so that quotient
-    is never shorter than the update period (up to the bracket widths): the smallest is kept.
+    Each update changes the value, so no update falls between two neighbouring changes, and a
+    well-timed bracket, far shorter than a period, holds one update: two neighbouring well-timed
+    changes are exactly one period apart. Changes further apart give no more than an upper
+    bound: on a loaded machine a held-back read between them (a wide bracket) may have seen two
+    updates as one change (20 ms updates read as 3 in 2 changes would give 30 ms).
     """
-    intervals = _change_intervals_ns(changes, widths_ns)
-    return min(q for q, _ in intervals) / 1e9 if intervals else None
-
-
-def change_interval_confirmed(changes: list[tuple[int, int]], widths_ns: list[int]) -> bool:
-    """True when two *neighbouring* changes are both well-timed: their interval is then one
-    update period, and the smallest interval is that period.
-
-    Each update changes the value, so between two neighbouring changes there was no update; a
-    well-timed bracket is far shorter than a period, so it holds one update. A quotient over
-    ``k > 1`` changes is only an upper bound: a held-back read (a wide bracket) between them may
-    have seen two updates as one change (20 ms updates read as 3 in 2 changes give 30 ms)."""
-    return any(k == 1 for _, k in _change_intervals_ns(changes, widths_ns))
+    if len(changes) < 2 or not widths_ns:
+        return None
+    tight_ns = 3 * statistics.median(widths_ns) + 50_000
+    tight = [(i, (lo + hi) // 2) for i, (lo, hi) in enumerate(changes) if hi - lo <= tight_ns]
+    intervals = [b - a for (i, a), (j, b) in zip(tight, tight[1:]) if j == i + 1]
+    return min(intervals) / 1e9 if intervals else None
 
 
 class NvmlSource:
@@ -287,11 +273,10 @@ class NvmlSource:
         A change happened between the start of the read before it and the end of the read that
         saw it. Only changes pinned down that tightly (within a few typical read gaps) are used:
         a read the scheduler delayed by milliseconds would otherwise make an interval look short.
-        On a loaded machine most changes can fall in such delayed reads, leaving fewer than two
-        well-timed ones after ``detect_s``, or only intervals that may span merged updates: the
-        burst then goes on, ``detect_s`` at a time, until every GPU has two neighbouring
-        well-timed changes (:func:`change_interval_confirmed`) or :data:`DETECT_LIMIT_FACTOR`
-        times ``detect_s`` have passed.
+        On a loaded machine most changes can fall in such delayed reads, leaving no two
+        neighbouring well-timed ones after ``detect_s``: the burst then goes on, ``detect_s`` at a
+        time, until every GPU has them or :data:`DETECT_LIMIT_FACTOR` times ``detect_s`` have
+        passed (then the period is not detected, rather than guessed).
         """
         self.update_periods = {}
         if self.detect_s <= 0:
@@ -309,7 +294,7 @@ class NvmlSource:
         start = self._clock()
         for burst in range(1, DETECT_LIMIT_FACTOR + 1):
             self._burst(probes, start + burst * detect_ns)
-            if all(change_interval_confirmed(p[2], p[3]) for p in probes if p[1] is not None):
+            if all(smallest_change_interval_s(p[2], p[3]) is not None for p in probes if p[1] is not None):
                 break
         burst_s = (self._clock() - start) / 1e9
         for gpu, func, changes, gaps, _, _ in probes:
@@ -318,7 +303,8 @@ class NvmlSource:
             what = "energy counter" if gpu.has_energy else "power"
             if period is None:
                 gpu.notes.append(f"update period not detected: the {what} changed "
-                                 f"{len(changes)} time(s) in a {burst_s:.3g} s burst")
+                                 f"{len(changes)} time(s) in a {burst_s:.3g} s burst, never twice "
+                                 "in a row between well-timed reads (a busy machine?)")
             else:
                 gpu.notes.append(f"detected update period of the {what}: {period * 1e3:.1f} ms "
                                  f"(smallest interval between {len(changes)} changes in a "
