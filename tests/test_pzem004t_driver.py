@@ -182,6 +182,21 @@ def test_emulator_answers_illegal_requests_like_the_module(bench):
     assert emu.address == 9
 
 
+def test_emulator_answers_the_general_address_from_it(bench):
+    # a module polled at 0xF8 puts 0xF8 in its reply, not its own address (as Tasmota quotes it)
+    emu = Pzem004tEmulator(bench, PZEM_MODEL, address=42)
+    general = codec.GENERAL_ADDRESS
+    read = emu.answer(codec.parse_request(codec.read_measurement_request(general)))
+    assert read[0] == general and codec.match_reply(read, codec.READ_INPUT, general) == len(read)
+    assert emu.answer(codec.parse_request(codec.read_measurement_request(42)))[0] == 42
+    bad = codec.parse_request(codec.read_registers_request(general, codec.READ_INPUT, 0, 11))
+    assert codec.parse_reply(emu.answer(bad)) == codec.ExceptionReply(general, codec.READ_INPUT, 2)
+    change = codec.parse_request(codec.write_register_request(general, codec.HOLDING_ADDRESS, 7))
+    assert codec.parse_reply(emu.answer(change)) == codec.EchoReply(general, codec.WRITE_SINGLE,
+                                                                    bytes((0, 2, 0, 7)))
+    assert emu.address == 7
+
+
 def test_wrong_address_is_a_clear_start_error(bench):
     with Pzem004tEmulator(bench, PZEM_MODEL, address=1) as emu:
         src = source(emu.path, address=2, timeout_s=0.1)
