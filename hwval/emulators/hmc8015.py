@@ -47,7 +47,7 @@ class Hmc8015(Instrument):
     def __init__(self, bench: Bench, model: MeterModel) -> None:
         super().__init__()
         self.bench, self.model = bench, model
-        self.idn = "Rohde&Schwarz,HMC8015,021123456,01.400"
+        self.idn = "Rohde&Schwarz,HMC8015,HWVAL-EMULATOR,01.400"
         self.clock = UpdateClock(UPDATE_S)
         self.pages = {p: list(DEFAULT_CELLS) for p in range(1, 5)}
         self.page_size = {p: 6 for p in range(1, 5)}

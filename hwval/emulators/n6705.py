@@ -55,7 +55,7 @@ class N6705(Instrument):
     def __init__(self, bench: Bench, model: MeterModel, rail_v: float = 12.0) -> None:
         super().__init__()
         self.bench, self.model, self.rail_v = bench, model, rail_v
-        self.idn = "Keysight Technologies,N6705C,MY56004321,D.03.03.1234"
+        self.idn = "Keysight Technologies,N6705C,HWVAL-EMULATOR,D.03.03.1234"
         self.points = {c: 1024 for c in range(1, 5)}
         self.interval_s = {c: TIME_BASE_S for c in range(1, 5)}
         self.format = "ASCII"

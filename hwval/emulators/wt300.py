@@ -62,7 +62,7 @@ class Wt300(Instrument):
                  rate_headers: str = "both", elements: int = 1, update_s: float = 0.5) -> None:
         super().__init__()
         self.bench, self.model = bench, model
-        self.idn = f"YOKOGAWA,{model_name},C2PH13047V,F1.03"
+        self.idn = f"YOKOGAWA,{model_name},HWVAL-EMULATOR,F1.03"
         self.elements = elements
         self.current_ranges_a = CURRENT_RANGES_A if elements == 1 else CURRENT_RANGES_MULTI_A
         self.clock = UpdateClock(update_s)

@@ -156,7 +156,10 @@ def decode_version(packet: Packet) -> dict[str, str]:
         raise WattsupDecodeError(f"not a version answer: #{packet.command}")
     names = ("model", "memory", "hw_major", "hw_minor", "fw_major", "fw_minor", "fw_timestamp",
              "checksum")
-    return {n: v for n, v in zip(names, packet.fields)}
+    out = {n: v for n, v in zip(names, packet.fields)}
+    if len(packet.fields) > len(names):  # kept, not dropped: an emulator identifies itself here
+        out["extra"] = ",".join(packet.fields[len(names):])
+    return out
 
 
 # ---- encoders (emulator; round-trip tests) ----------------------------------------------------

@@ -25,6 +25,7 @@ from unittest import mock
 import pynvml
 
 from hwval.benchmodel import Bench, MeterModel, PowerProfile
+from hwval.sources.emulated import EMULATOR_MARK
 
 
 @dataclass
@@ -66,7 +67,8 @@ class SimNvml:
     #: the update instants it sees are defined, not left to the scheduler.
     clock_ns: Callable[[], int] = time.monotonic_ns
     t0_ns: int | None = None
-    driver_version: str = "560.35.03"
+    #: the simulated driver says it is one (hwval.sources.emulated): its GPUs are recorded as emulated
+    driver_version: str = f"560.35.03 {EMULATOR_MARK}"
     #: NVML error code ``nvmlInit`` fails with (``NVML_ERROR_LIBRARY_NOT_FOUND``: no driver).
     init_error: int | None = None
 
