@@ -10,6 +10,7 @@ import time
 
 import pynvml
 import pytest
+from conftest import StepClock
 
 from hwval.benchmodel import PowerProfile
 from hwval.sources.base import Disconnected, SourceSpec, SourceUnavailable, TransientError
@@ -27,10 +28,10 @@ def fleet(n=2, **kwargs) -> SimNvml:
     return SimNvml([SimGpu(UUIDS[i], serial=f"serial-{i}", **kwargs) for i in range(n)])
 
 
-def open_source(sim: SimNvml, env=None, resource="", **options):
+def open_source(sim: SimNvml, env=None, resource="", clock=None, **options):
     options.setdefault("detect_s", 0.0)
     src = NvmlSource(SourceSpec("nvml", resource, "nvml", 0.05, options),
-                     environ={} if env is None else env)
+                     **({} if clock is None else {"clock_ns": clock}), environ={} if env is None else env)
     ctx = RecordingContext(polled=True)
     return src, ctx, src.open(ctx)
 
@@ -349,24 +350,80 @@ def test_real_pynvml_without_driver_is_a_clear_message():
         create(SourceSpec("nvml", "", "nvml", None, {})).open(RecordingContext(polled=True))
 
 
+class ReadClock(StepClock):
+    """Time that passes only as it is read, ``step_s`` per call, shared by the simulated GPUs and
+    the source: the burst's reads and the GPUs' updates fall at the same instants on any machine.
+
+    ``stall_s`` until ``stall_until_s`` (from the start) mimics a loaded machine at its worst:
+    the reader is held back across every update of a GPU that updates every ``update_s``, so
+    each change falls in a delayed read."""
+
+    def __init__(self, step_s: float = 1e-4, update_s: float = 0.05, stall_s: float = 0.0,
+                 stall_until_s: float = 0.0) -> None:
+        super().__init__()
+        self.t0_ns, self.step_s, self.stall_s = self.t_ns, step_s, stall_s
+        self.update_ns, self.stall_until_ns = round(update_s * 1e9), self.t_ns + round(stall_until_s * 1e9)
+
+    def __call__(self) -> int:
+        before = self.t_ns
+        self.advance(self.step_s)
+        crossed = (before - self.t0_ns) // self.update_ns != (self.t_ns - self.t0_ns) // self.update_ns
+        if crossed and self.t_ns < self.stall_until_ns:
+            self.advance(self.stall_s)
+        return self.t_ns
+
+
 def test_update_period_is_detected_from_a_burst():
+    clock = ReadClock()
     sim = SimNvml([SimGpu(UUIDS[0], update_s=0.02), SimGpu(UUIDS[1], update_s=0.05, averaging=False,
                                                             unsupported=frozenset({"energy"}))],
                   # A sine ripple: the instant power differs at every 50 ms update.
-                  profile=PowerProfile.parse("constant:100+ripple:50@0.37"))
+                  profile=PowerProfile.parse("constant:100+ripple:50@0.37"), clock_ns=clock)
     with sim.patch():
-        # 1 s of burst (20 updates of the slower GPU): on a loaded host many reads are held back
-        # and only the well-timed ones count, so 0.25 s sometimes left too few to decide
-        src, ctx, infos = open_source(sim, detect_s=1.0)
-        # Each change is timed within one read bracket (microseconds, widened by preemption
-        # only where the bracket test lets it through): a few ms is a generous bound.
-        assert infos[0].identity["update_period_s"] == pytest.approx(0.02, abs=0.004)
+        src, ctx, infos = open_source(sim, clock=clock, detect_s=0.25)
+        # Each change is timed within one read bracket: a few 0.1 ms clock steps.
+        assert infos[0].identity["update_period_s"] == pytest.approx(0.02, abs=0.001)
         detected_ms = infos[0].identity["update_period_s"] * 1e3
-        assert any(f"energy counter: {detected_ms:.1f} ms" in n for n in infos[0].notes)
+        assert any(f"energy counter: {detected_ms:.1f} ms" in n and "0.25 s burst" in n for n in infos[0].notes)
         # Without a counter the power readings are used.
-        assert infos[1].identity["update_period_s"] == pytest.approx(0.05, abs=0.01)
+        assert infos[1].identity["update_period_s"] == pytest.approx(0.05, abs=0.001)
         assert src.update_periods == {"nvml_gpu0": infos[0].identity["update_period_s"],
                                       "nvml_gpu1": infos[1].identity["update_period_s"]}
+
+
+def test_update_period_burst_goes_on_while_every_change_falls_in_a_delayed_read():
+    # For the first 0.6 s each update comes while the reader is held back 10 ms: no change is
+    # timed well enough in the 0.25 s asked for, so the burst goes on until some are.
+    clock = ReadClock(update_s=0.05, stall_s=0.01, stall_until_s=0.6)
+    sim = SimNvml([SimGpu(UUIDS[0], update_s=0.05)], clock_ns=clock)
+    with sim.patch():
+        src, ctx, infos = open_source(sim, clock=clock, detect_s=0.25)
+    assert src.update_periods["nvml_gpu0"] == pytest.approx(0.05, abs=0.001)
+    assert any("in a 0.75 s burst" in n for n in infos[0].notes), infos[0].notes
+
+
+def test_update_period_burst_is_bounded_when_the_value_never_changes():
+    clock = ReadClock()
+    sim = SimNvml([SimGpu(UUIDS[0], averaging=False, unsupported=frozenset({"energy"}))],
+                  profile=PowerProfile.parse("constant:100"), clock_ns=clock)
+    with sim.patch():
+        src, ctx, infos = open_source(sim, clock=clock, detect_s=0.25)
+    assert src.update_periods == {"nvml_gpu0": None}
+    limit_s = nvml.DETECT_LIMIT_FACTOR * 0.25
+    assert any(f"changed 0 time(s) in a {limit_s:.3g} s burst" in n for n in infos[0].notes), infos[0].notes
+
+
+def test_an_interval_over_a_held_back_read_is_not_taken_for_the_period():
+    widths = [2000] * 50  # reads 2 us apart: brackets wider than ~56 us are not well-timed
+    ms = 1_000_000
+    # updates every 20 ms; the reader is held back from 10 to 45 ms and sees the 20 and 40 ms
+    # updates as one change, then reads on time again
+    tight0, held, tight60, tight80 = (-ms // 1000, ms // 1000), (10 * ms, 45 * ms), \
+        (60 * ms - 1000, 60 * ms + 1000), (80 * ms - 1000, 80 * ms + 1000)
+    # 60 ms over 2 changes is only an upper bound (30 ms): no period yet
+    assert nvml.smallest_change_interval_s([tight0, held, tight60], widths) is None
+    # two neighbouring well-timed changes: one period apart
+    assert nvml.smallest_change_interval_s([tight0, held, tight60, tight80], widths) == pytest.approx(0.02)
 
 
 def test_options_are_checked():

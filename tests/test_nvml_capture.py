@@ -46,7 +46,12 @@ def test_capture_records_both_gpus_and_a_lost_gpu_becomes_a_gap(tmp_path, monkey
         gpu0, gpu1 = run.stream("nvml_gpu0"), run.stream("nvml_gpu1")
         # cuda:0 is the second NVML device because CUDA_VISIBLE_DEVICES lists it first.
         assert gpu0.identity["uuid"] == UUIDS[1] and gpu1.identity["uuid"] == UUIDS[0]
-        assert gpu0.identity["update_period_s"] == pytest.approx(0.02, abs=0.005)
+        # The detected period reaches the identity; the detection itself is tested on a shared
+        # clock in test_nvml.py. On a busy machine it may find no two neighbouring well-timed
+        # changes in its burst and say so, rather than guess a wrong period.
+        period = gpu0.identity["update_period_s"]
+        assert period == pytest.approx(0.02, abs=0.005) or (
+            period is None and "update period not detected" in gpu0.attrs["notes"]), period
         assert gpu0.dataset_attrs["power_w"]["semantics"] == "window_mean"
         assert gpu0.dataset_attrs["power_w"]["window_s"] == 1.0
         # The lost GPU stops at the loss (only a read already under way may end after it); the

@@ -119,7 +119,16 @@ def test_transient_disconnect_and_crash_become_gaps_while_others_continue(tmp_pa
         p = flaky.data["power_w"]
         assert np.array_equal(p, np.arange(1, len(p) + 1))
         steady = run.stream("steady")
-        assert len(steady.t) > 80 and np.max(np.diff(steady.t)) < 0.1  # unaffected
+        # unaffected: no event or error of its own, and it records on through the flaky meter's
+        # reconnect (>= 0.4 s of backoff); not a bound on its intervals, which a loaded
+        # machine's scheduler sets
+        assert steady.error_counts == {} and not any(s == "steady" for _, s in ev)
+        starts = [e.t for e in run.events if e.name == "gap_start" and e.stream == "flaky"]
+        ends = [e.t for e in run.events if e.name == "gap_end" and e.stream == "flaky"]
+        longest = max(zip(starts, ends), key=lambda gap: gap[1] - gap[0])
+        assert longest[1] - longest[0] >= 0.4
+        assert np.count_nonzero((steady.t > longest[0]) & (steady.t < longest[1])) >= 1
+        assert len(steady.t) > 80
         st = run.stream("st")
         assert st.error_counts["checksum"] >= 3
         assert np.all(np.isnan(st.data["voltage_v"])) and np.all(st.data["power_w"] == 5.0)
@@ -170,23 +179,25 @@ def test_bounded_queue_counts_drops(tmp_path):
 
     def slow_subscriber(doc):
         if isinstance(doc, Page):
-            gate.wait(2.0)
+            gate.wait(60.0)  # released by the test; the bound only ends a broken run
 
     start = Start("id", "now", "host", [], time.monotonic_ns(), time.time_ns(), "{}", "0")
     rec = Recorder(start, [slow_subscriber], queue_size=50)
     rec.add_source("s", SyntheticSource(SourceSpec("synthetic", "constant:1", "s", 0.001, {})))
     rec.start()
-    # wait for the drops, not a fixed time: at load 15 a 1 kHz source made 123 reads in 0.5 s
-    deadline = time.monotonic() + 30.0
-    while rec.stats["s"].dropped <= 100 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    (runner,) = rec.runners
+    # 500 reads while the subscriber stalls, counted rather than slept for: a loaded machine
+    # may hold the source thread back for most of any fixed sleep
+    deadline = time.monotonic() + 60
+    while runner.lateness.count < 500:
+        assert time.monotonic() < deadline, f"{runner.lateness.count} reads in 60 s"
+        time.sleep(0.01)
     gate.set()
     stop = rec.finish(0)
     stats = stop.stream_stats["s"]
-    # reads while the subscriber stalled, room for 50: most were dropped, and every read is
-    # accounted for, either stored or counted as dropped
+    # room for 50 in the queue: most were dropped, and every read is accounted for, either
+    # stored or counted as dropped
     assert stats["dropped"] > 100
-    (runner,) = rec.runners
     assert stats["readings"] + stats["dropped"] == runner.lateness.count
 
 

@@ -25,8 +25,10 @@ def test_hmc8015_capture(tmp_path):
     profile = PowerProfile.parse(PROFILE)
     with open_run(out) as run:
         s = run.stream("wall")
-        # polled every 0.1 s for 2 s; a loaded machine may miss a few deadlines
-        assert 12 <= len(s.t) <= 22, len(s.t)
+        # polled on absolute 0.1 s deadlines: never faster, so no more readings than deadlines in
+        # their span (+ 0.3 s for a first read held back); how long the capture ran on a loaded
+        # machine sets the count, so no window from the 2 s asked for
+        assert 5 <= len(s.t) <= (s.t[-1] - s.t[0]) / 0.1 + 4, len(s.t)
         assert s.attrs["driver"] == "hmc8015" and s.dataset_attrs["power_w"]["window_s"] == 0.1
         assert any("no new-data flag" in note for note in json.loads(s.attrs["notes"]))
         # each value is the mean over the 0.1 s refresh that ended at the last boundary before

@@ -47,6 +47,15 @@ def test_truncation_garbage_and_bad_fields():
         codec.parse_packet("d,-")
 
 
+def test_frequency_field_is_read_under_either_spelling():
+    # captured meters' headers name it "Hz", the protocol's record description "<HZ>"
+    record = codec.parse_packet(codec.encode_record(100.0, 120.0, 0.9, 1.0, 0.93, frequency_hz=60.0)[1:-1].decode())
+    assert "Hz" in codec.HEADER_FIELDS and "HZ" not in codec.HEADER_FIELDS
+    for spelling in ("Hz", "HZ", "hz"):
+        header = tuple(spelling if f == "Hz" else f for f in codec.HEADER_FIELDS)
+        assert codec.decode_record(record, header)["frequency_hz"] == pytest.approx(60.0)
+
+
 def test_version_answer():
     packet = codec.parse_packet("v,-,8,3,131072,1,2,3,23,200712212301,42")
     assert codec.decode_version(packet)["fw_timestamp"] == "200712212301"
@@ -120,3 +129,5 @@ def test_capture_matches_truth_through_faults_stall_and_unplug(tmp_path):
     assert counted <= injected.get("truncate", 0) + injected.get("bad_checksum", 0)
     assert {"gap_start", "gap_end", "reconnect"} <= set(event_names(c))
     assert (t > 6.0).sum() >= 1  # logging restarted after the re-plug
+    # the frequency comes through the "Hz" field of the emulator's header (as a meter names it)
+    assert c.data["frequency_hz"] == pytest.approx(60.0)

@@ -20,7 +20,9 @@ def test_capture_records_analyzer_values_and_integration(tmp_path):
     profile = PowerProfile.parse(PROFILE)
     with open_run(out) as run:
         s = run.stream("wall")
-        assert 18 <= len(s.t) <= 27  # 10 updates per second, each read once
+        # 10 updates per second: how many fall in the capture depends on how long it ran on a
+        # loaded machine, so the contract is checked instead (each update read once, below)
+        assert len(s.t) >= 5
         bench_t = (run.origin_monotonic_ns + s.t * 1e9 - emulator["t0_monotonic_ns"]) / 1e9
         # each value is the mean over the update interval that ended at the last boundary before
         # receipt, or the one before it when the reply was in flight across a boundary: bounds
@@ -30,6 +32,16 @@ def test_capture_records_analyzer_values_and_integration(tmp_path):
         before = np.array([profile.mean_w(e - 0.2, e - 0.1) for e in ends])
         power = s.data["power_w"]
         assert np.all(np.isclose(power, now, rtol=1e-3) | np.isclose(power, before, rtol=1e-3)), power
+        # each update read once: the updates the readings can come from (the one ending at `ends`,
+        # or the one before) admit a strictly increasing choice, one distinct update per reading
+        end_index = np.round(ends / 0.1).astype(int)
+        assert len(s.t) <= end_index[-1] - end_index[0] + 2  # no more readings than updates
+        update = -math.inf
+        for i, end in enumerate(end_index):
+            options = [u for u, mean in ((end - 1, before[i]), (end, now[i]))
+                       if u > update and math.isclose(power[i], mean, rel_tol=1e-3)]
+            assert options, f"reading {i} at {bench_t[i]:.3f} s repeats an update already read"
+            update = options[0]
         assert np.all(np.diff(s.data["energy_j"]) > 0) and s.data["energy_j"][0] == 0.0
         assert s.dataset_attrs["power_w"]["semantics"] == "window_mean"
         [integ] = [e for e in run.events if e.name == "integration"]

@@ -19,7 +19,7 @@ import math
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Callable, Iterator
 from unittest import mock
 
 import pynvml
@@ -63,13 +63,18 @@ class SimNvml:
 
     gpus: list[SimGpu]
     profile: PowerProfile = field(default_factory=lambda: PowerProfile.parse("steps"))
-    t0_ns: int = field(default_factory=time.monotonic_ns)
+    #: The monotonic clock (ns) the GPUs update on; a test gives the source the same one, so
+    #: the update instants it sees are defined, not left to the scheduler.
+    clock_ns: Callable[[], int] = time.monotonic_ns
+    t0_ns: int | None = None
     #: the simulated driver says it is one (hwval.sources.emulated): its GPUs are recorded as emulated
     driver_version: str = f"560.35.03 {EMULATOR_MARK}"
     #: NVML error code ``nvmlInit`` fails with (``NVML_ERROR_LIBRARY_NOT_FOUND``: no driver).
     init_error: int | None = None
 
     def __post_init__(self) -> None:
+        if self.t0_ns is None:
+            self.t0_ns = self.clock_ns()
         self.bench = Bench(self.profile, t0_ns=self.t0_ns)
         self._faults: dict[tuple[str, str], list[int]] = defaultdict(list)
         self._lost: set[str] = set()
@@ -175,17 +180,17 @@ class SimNvml:
         def nvmlDeviceGetPowerUsage(handle):
             gpu = self._gpu(handle, "nvmlDeviceGetPowerUsage")
             self._unsupported(gpu, "power")
-            return self._power_mw(gpu, time.monotonic_ns(), 1.0 if gpu.averaging else 0.0)
+            return self._power_mw(gpu, self.clock_ns(), 1.0 if gpu.averaging else 0.0)
 
         def nvmlDeviceGetTotalEnergyConsumption(handle):
             gpu = self._gpu(handle, "nvmlDeviceGetTotalEnergyConsumption")
             self._unsupported(gpu, "energy")
-            return self.counter_mj(gpu, time.monotonic_ns())
+            return self.counter_mj(gpu, self.clock_ns())
 
         def nvmlDeviceGetFieldValues(handle, fieldIds):
             gpu = self._gpu(handle, "nvmlDeviceGetFieldValues")
             self._unsupported(gpu, "fields")
-            now = time.monotonic_ns()
+            now = self.clock_ns()
             values = (pynvml.c_nvmlFieldValue_t * len(fieldIds))()
             for i, fid in enumerate(fieldIds):
                 v = values[i]

@@ -4,7 +4,9 @@ It answers what the module implements (docs/protocols/pzem004t.md; Peacefair PZE
 User Manual):
 0x04 read input registers 0x0000..0x0009, 0x03 read holding 0x0001 (alarm threshold, W) and
 0x0002 (address), 0x06 write those two, 0x42 reset energy (4-byte echo), 0x41 calibration (echo,
-general address only). Requests to another address are ignored, broadcasts (0x00) are executed
+general address only). A request to the general address 0xF8 is answered from 0xF8, not from
+the module's own address (docs/protocols/pzem004t.md#reply-address-at-0xf8). Requests to another
+address are ignored, broadcasts (0x00) are executed
 without reply, and anything else gets the Modbus exception the module would send (illegal
 function / illegal data address / illegal data value).
 
@@ -117,14 +119,14 @@ class Pzem004tEmulator(PtyEmulator):
             return b""  # broadcasts are executed, never answered
         return reply
 
-    def _exception(self, function: int, code: int) -> bytes:
-        return codec.exception_reply(self.address, function, code)
-
     def _execute(self, req: codec.Request) -> bytes:
-        f, addr = req.function, self.address
+        # A module polled at the general address answers from 0xF8, not from its own address
+        # (docs/protocols/pzem004t.md#reply-address-at-0xf8); broadcasts get no reply anyway.
+        f = req.function
+        addr = codec.GENERAL_ADDRESS if req.address == codec.GENERAL_ADDRESS else self.address
         if f == codec.READ_INPUT:
             if len(req.payload) != 4 or req.count == 0 or req.start + req.count > codec.MEASUREMENT_COUNT:
-                return self._exception(f, 0x02)
+                return codec.exception_reply(addr, f, 0x02)
             if self.exception_rate and self.rng.random() < self.exception_rate:
                 self.injected["exception"] += 1
                 return codec.exception_reply(addr, f, self.exception_code)
@@ -137,29 +139,29 @@ class Pzem004tEmulator(PtyEmulator):
                        codec.HOLDING_ADDRESS: self.address}
             wanted = range(req.start, req.start + req.count)
             if req.count == 0 or any(r not in holding for r in wanted):
-                return self._exception(f, 0x02)
+                return codec.exception_reply(addr, f, 0x02)
             return codec.registers_reply(addr, f, [holding[r] for r in wanted])
         if f == codec.WRITE_SINGLE:
             register, value = req.start, req.count
             if register == codec.HOLDING_ADDRESS:
                 if not 1 <= value <= codec.MAX_SLAVE_ADDRESS:
-                    return self._exception(f, 0x03)
+                    return codec.exception_reply(addr, f, 0x03)
                 reply = codec.append_crc(bytes((addr, f)) + req.payload)
-                self.address = value  # the echo still comes from the old address
+                self.address = value  # the echo still comes from the address asked (old or 0xF8)
                 return reply
             if register == codec.HOLDING_ALARM_THRESHOLD:
                 self.alarm_threshold_w = value
                 self._snapshot_k = None
                 return codec.append_crc(bytes((addr, f)) + req.payload)
-            return self._exception(f, 0x02)
+            return codec.exception_reply(addr, f, 0x02)
         if f == codec.RESET_ENERGY:
             self.reset_energy()
             return codec.append_crc(bytes((addr, f)))
         if f == codec.CALIBRATE:
             if req.address != codec.GENERAL_ADDRESS or req.payload != b"\x37\x21":
-                return self._exception(f, 0x03)
-            return codec.append_crc(bytes((codec.GENERAL_ADDRESS, f)) + req.payload)
-        return self._exception(f, 0x01)
+                return codec.exception_reply(addr, f, 0x03)
+            return codec.append_crc(bytes((addr, f)) + req.payload)
+        return codec.exception_reply(addr, f, 0x01)
 
 
 @click.command()

@@ -18,8 +18,9 @@ by UUID (see :mod:`hwval.sources.nvml_devices`). Keys, each only where the GPU s
     Field values ``NVML_FI_DEV_POWER_INSTANT`` / ``NVML_FI_DEV_POWER_AVERAGE`` (GPU scope).
 
 At open the update period is detected (a burst of back-to-back reads of the energy counter, or
-of the power when there is no counter, for ``detect_s`` seconds; the smallest interval between
-value changes) and recorded in the identity and the notes.
+of the power when there is no counter, for ``detect_s`` seconds, longer on a loaded machine until
+two neighbouring changes are well timed; the smallest interval between value changes) and
+recorded in the identity and the notes.
 
 Faults: a function that answers NOT_SUPPORTED at open is skipped with a note (a transient error
 at open is retried a few times first, so a passing glitch does not drop a key); a transient error
@@ -55,6 +56,10 @@ from hwval.sources.nvml_devices import (LOST_CODES, REOPEN_CODES, TRANSIENT_CODE
 
 DEFAULT_PERIOD_S = 0.05
 DEFAULT_DETECT_S = 0.25
+#: The update-period burst lasts at most this many times ``detect_s`` (it stops as soon as
+#: every GPU has two neighbouring well-timed changes): room for a loaded machine, a bound for
+#: a GPU whose value does not change (an idle counter at 0 W).
+DETECT_LIMIT_FACTOR = 8
 #: Calls at open that fail with a transient code are tried this many times before the key is
 #: given up for the whole capture.
 PROBE_ATTEMPTS = 3
@@ -121,22 +126,24 @@ class _Gpu:
 
 
 def smallest_change_interval_s(changes: list[tuple[int, int]], widths_ns: list[int]) -> float | None:
-    """Smallest interval between consecutive well-timed changes, in seconds.
+    """Smallest interval between two neighbouring well-timed changes, in seconds (None when no
+    two neighbouring changes are well-timed).
 
     ``changes`` are ``(start of the read before, end of the read that saw the change)`` in ns: the
     change happened inside. It counts as well-timed when that bracket is at most three times the
     median bracket (+50 us); its time is the bracket's middle.
 
-    Two well-timed changes need not be neighbours: on a loaded machine the reads in between may
-    be held back (their brackets are wide), so the interval between well-timed changes ``k``
-    changes apart is divided by ``k``. Every change seen is at least one update, so that quotient
-    is never shorter than the update period (up to the bracket widths): the smallest is kept.
+    Each update changes the value, so no update falls between two neighbouring changes, and a
+    well-timed bracket, far shorter than a period, holds one update: two neighbouring well-timed
+    changes are exactly one period apart. Changes further apart give no more than an upper
+    bound: on a loaded machine a held-back read between them (a wide bracket) may have seen two
+    updates as one change (20 ms updates read as 3 in 2 changes would give 30 ms).
     """
     if len(changes) < 2 or not widths_ns:
         return None
     tight_ns = 3 * statistics.median(widths_ns) + 50_000
     tight = [(i, (lo + hi) // 2) for i, (lo, hi) in enumerate(changes) if hi - lo <= tight_ns]
-    intervals = [(b - a) / (j - i) for (i, a), (j, b) in zip(tight, tight[1:])]
+    intervals = [b - a for (i, a), (j, b) in zip(tight, tight[1:]) if j == i + 1]
     return min(intervals) / 1e9 if intervals else None
 
 
@@ -272,6 +279,10 @@ class NvmlSource:
         A change happened between the start of the read before it and the end of the read that
         saw it. Only changes pinned down that tightly (within a few typical read gaps) are used:
         a read the scheduler delayed by milliseconds would otherwise make an interval look short.
+        On a loaded machine most changes can fall in such delayed reads, leaving no two
+        neighbouring well-timed ones after ``detect_s``: the burst then goes on, ``detect_s`` at a
+        time, until every GPU has them or :data:`DETECT_LIMIT_FACTOR` times ``detect_s`` have
+        passed (then the period is not detected, rather than guessed).
         """
         self.update_periods = {}
         if self.detect_s <= 0:
@@ -285,8 +296,33 @@ class NvmlSource:
             # [gpu, function, changes as (start of previous read, end of this read) ns,
             #  bracket widths ns, last value, start of last read ns]
             probes.append([gpu, func, [], [], None, None])
-        end = self._clock() + int(self.detect_s * 1e9)
-        while self._clock() < end:
+        detect_ns = int(self.detect_s * 1e9)
+        start = self._clock()
+        for burst in range(1, DETECT_LIMIT_FACTOR + 1):
+            self._burst(probes, start + burst * detect_ns)
+            if all(smallest_change_interval_s(p[2], p[3]) is not None for p in probes if p[1] is not None):
+                break
+        burst_s = (self._clock() - start) / 1e9
+        for gpu, func, changes, gaps, _, _ in probes:
+            period = smallest_change_interval_s(changes, gaps)
+            self.update_periods[gpu.stream] = period
+            what = "energy counter" if gpu.has_energy else "power"
+            if period is None:
+                gpu.notes.append(f"update period not detected: the {what} changed "
+                                 f"{len(changes)} time(s) in a {burst_s:.3g} s burst, never twice "
+                                 "in a row between well-timed reads (a busy machine?)")
+            else:
+                gpu.notes.append(f"detected update period of the {what}: {period * 1e3:.1f} ms "
+                                 f"(smallest interval between {len(changes)} changes in a "
+                                 f"{burst_s:.3g} s burst)")
+                if self.period_s > period:
+                    gpu.notes.append(f"period {self.period_s} s is longer than the update period: "
+                                     "some power updates are never seen (the energy counter "
+                                     f"loses nothing); poll every {period / 2:.3g} s to see all")
+
+    def _burst(self, probes: list[list[Any]], until_ns: int) -> None:
+        """Read every probed GPU back to back until ``until_ns``, adding to each probe's changes."""
+        while self._clock() < until_ns:
             for probe in probes:
                 gpu, func = probe[0], probe[1]
                 if func is None:
@@ -304,21 +340,6 @@ class NvmlSource:
                     if value != probe[4]:
                         probe[2].append((probe[5], after))
                 probe[4], probe[5] = value, before
-        for gpu, func, changes, gaps, _, _ in probes:
-            period = smallest_change_interval_s(changes, gaps)
-            self.update_periods[gpu.stream] = period
-            what = "energy counter" if gpu.has_energy else "power"
-            if period is None:
-                gpu.notes.append(f"update period not detected: the {what} changed "
-                                 f"{len(changes)} time(s) in a {self.detect_s} s burst")
-            else:
-                gpu.notes.append(f"detected update period of the {what}: {period * 1e3:.1f} ms "
-                                 f"(smallest interval between {len(changes)} changes in a "
-                                 f"{self.detect_s} s burst)")
-                if self.period_s > period:
-                    gpu.notes.append(f"period {self.period_s} s is longer than the update period: "
-                                     "some power updates are never seen (the energy counter "
-                                     f"loses nothing); poll every {period / 2:.3g} s to see all")
 
     def _info(self, gpu: _Gpu, ident: dict[str, Any]) -> StreamInfo:
         ident = dict(ident)

@@ -21,9 +21,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
+#: The record's fields as a meter's ``#h`` header names them: the frequency is ``Hz`` there,
+#: though the record description writes ``<HZ>`` (docs/protocols/wattsup.md#header-field-names).
 HEADER_FIELDS = ("W", "V", "A", "WH", "Cost", "WH/Mo", "Cost/Mo", "Wmax", "Vmax", "Amax",
-                 "Wmin", "Vmin", "Amin", "PF", "DC", "PC", "HZ", "VA")
-#: record field -> (hwval key, factor from the integer on the wire to SI)
+                 "Wmin", "Vmin", "Amin", "PF", "DC", "PC", "Hz", "VA")
+#: record field, upper-cased -> (hwval key, factor from the integer on the wire to SI). Header
+#: names are matched without regard to case, so both ``HZ`` and ``Hz`` are the frequency (no two
+#: of the protocol's field names differ only in case).
 FIELD_SCALE: Mapping[str, tuple[str, float]] = {
     "W": ("power_w", 0.1), "V": ("voltage_v", 0.1), "A": ("current_a", 0.001),
     "WH": ("energy_j", 0.1 * 3600.0), "PF": ("power_factor", 0.01),
@@ -126,13 +130,14 @@ def decode_record(packet: Packet, header: Sequence[str] = HEADER_FIELDS) -> dict
         raise WattsupDecodeError(f"record has {len(packet.fields)} fields, header {len(header)}")
     out: dict[str, float] = {}
     for name, raw in zip(header, packet.fields):
-        if name not in FIELD_SCALE or raw in ("_", ""):
+        scale = FIELD_SCALE.get(name.upper())
+        if scale is None or raw in ("_", ""):
             continue
         try:
             value = int(raw)
         except ValueError:
             raise WattsupDecodeError(f"field {name}={raw!r} is not an integer") from None
-        key, factor = FIELD_SCALE[name]
+        key, factor = scale
         out[key] = value * factor
     if "power_w" not in out:
         raise WattsupDecodeError("record without power (W field not logged)")
@@ -172,7 +177,7 @@ def encode_record(power_w: float, voltage_v: float, current_a: float, energy_wh:
                   A=str(round(current_a * 1000)), WH=str(round(energy_wh * 10)),
                   Wmax=str(round(power_w * 10)), PF=str(round(power_factor * 100)))
     if frequency_hz is not None:
-        values["HZ"] = str(round(frequency_hz * 10))
+        values["Hz"] = str(round(frequency_hz * 10))
     if apparent_power_va is not None:
         values["VA"] = str(round(apparent_power_va * 10))
     return encode_packet("d", "-", [values[f] for f in HEADER_FIELDS])
