@@ -4,6 +4,8 @@ against an in-process emulator and compare what was recorded with the bench's tr
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -12,7 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from hwval.benchmodel import Bench, MeterModel
+from hwval.runfile.documents import Page
+from hwval.runfile.journal import journal_path
 from hwval.runfile.reader import open_run
+from hwval.runfile.recover import read_journal
 
 
 @dataclass
@@ -26,20 +31,32 @@ class Captured:
     attrs: dict
 
 
-def capture(spec: str, out_path: str, duration_s: float, bench: Bench, stream: str = "wall") -> Captured:
-    proc = subprocess.run(
-        [sys.executable, "-m", "hwval.cli", "capture", "--no-nvml", "--no-rapl", "-m", spec,
-         "--duration", str(duration_s), "-o", out_path, "--force"],
-        capture_output=True, text=True, timeout=duration_s + 30)
-    if proc.returncode != 0:
-        return Captured(proc.returncode, proc.stderr, np.array([]), {}, {}, [], {})
+def capture(spec: str, out_path: str, duration_s: float, bench: Bench, stream: str = "wall",
+            emulator=None) -> Captured:
+    """Run ``hwval capture`` on ``spec`` for ``duration_s`` and read back ``stream``.
+
+    With ``emulator`` (a :class:`~hwval.emulators.pty.PtyEmulator` with a fault plan), the plan's
+    stall and disconnect are held until the capture has journaled its first reading and counted
+    from then, and the capture runs ``duration_s`` from that moment (ended by SIGINT): on a
+    loaded machine starting the capture can take seconds, and faults timed from the emulator's
+    start would land during the driver's open instead of in the run they are meant to test."""
+    if emulator is None:
+        proc = subprocess.run(
+            [sys.executable, "-m", "hwval.cli", "capture", "--no-nvml", "--no-rapl", "-m", spec,
+             "--duration", str(duration_s), "-o", out_path, "--force"],
+            capture_output=True, text=True, timeout=duration_s + 30)
+        returncode, stderr = proc.returncode, proc.stderr
+    else:
+        returncode, stderr = _capture_armed(spec, out_path, duration_s, emulator)
+    if returncode != 0:
+        return Captured(returncode, stderr, np.array([]), {}, {}, [], {})
     with open_run(out_path) as run:
         s = run.stream(stream)
         t_bench = (run.origin_monotonic_ns + s.t * 1e9 - bench.t0_ns) / 1e9
         data = {k: np.asarray(v) for k, v in s.data.items()}
         counts = json.loads(s.attrs.get("error_counts") or "{}")
         events = [e for e in run.events if e.stream in (stream, "")]
-        return Captured(0, proc.stderr, t_bench, data, counts, events, dict(s.attrs))
+        return Captured(0, stderr, t_bench, data, counts, events, dict(s.attrs))
 
 
 #: Upper bound on the time from an emulator computing a reading to the capture stamping its
@@ -47,6 +64,45 @@ def capture(spec: str, out_path: str, duration_s: float, bench: Bench, stream: s
 #: a loaded 2-core CI runner can hold a thread back for tens of milliseconds. Emission always
 #: precedes receipt, so the instant a reading describes lies in [t - MAX_RECEIPT_DELAY_S, t].
 MAX_RECEIPT_DELAY_S = 0.25
+
+
+#: Longest wait for a capture to journal its first reading (a loaded 2-core machine).
+START_TIMEOUT_S = 90.0
+
+
+def _journaled_readings(out_path: str) -> int:
+    path = journal_path(out_path)
+    if not os.path.exists(path):
+        return 0
+    try:
+        return sum(len(doc.t) for doc in read_journal(path) if isinstance(doc, Page))
+    except (OSError, ValueError):  # a record being written; the next poll sees it whole
+        return 0
+
+
+def _capture_armed(spec: str, out_path: str, duration_s: float, emulator) -> tuple[int, str]:
+    emulator.hold_faults()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hwval.cli", "capture", "--no-nvml", "--no-rapl", "-m", spec,
+         "--duration", str(duration_s + START_TIMEOUT_S + 60), "-o", out_path, "--force"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while _journaled_readings(out_path) == 0:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                _, err = proc.communicate()
+                raise AssertionError(f"the capture journaled no reading in {START_TIMEOUT_S} s: {err}")
+            time.sleep(0.05)
+        emulator.arm_faults()
+        time.sleep(duration_s)
+        proc.send_signal(signal.SIGINT)  # a duration capture ends cleanly on SIGINT (exit 0)
+        _, err = proc.communicate(timeout=60)
+        return proc.returncode, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
 
 
 def near_step(bench: Bench, model: MeterModel, t_s: np.ndarray,

@@ -104,7 +104,7 @@ def test_capture_matches_truth_through_faults_stall_and_unplug(tmp_path):
     faults = FaultPlan(garbage_rate=0.1, drop_rate=0.1, truncate_rate=0.1, bad_checksum_rate=0.1,
                        stall_at_s=2.0, stall_s=0.8, disconnect_at_s=3.4, disconnect_s=0.4, seed=4)
     with TasmotaEmulator(bench, model, faults, resolution={"EnergyRes": 5}) as emu:
-        c = capture(f"tasmota:{emu.path}?name=wall&period_s=0.2", str(tmp_path / "t.h5"), 6.0, bench)
+        c = capture(f"tasmota:{emu.path}?name=wall&period_s=0.2", str(tmp_path / "t.h5"), 6.0, bench, emulator=emu)
         injected = dict(emu.injected)
     assert c.returncode == 0, c.stderr
     power = c.data["power_w"]

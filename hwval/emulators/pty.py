@@ -166,6 +166,11 @@ class PtyEmulator:
         #: set while a pty is plugged in
         self.plugged = threading.Event()
         self._unplug_request_s: float | None = None
+        #: bench second from which the plan's stall and disconnect times count (0: the bench's
+        #: t0); while ``_faults_armed`` is clear none of them happen (see :meth:`hold_faults`)
+        self.fault_origin_s = 0.0
+        self._faults_armed = threading.Event()
+        self._faults_armed.set()
 
     # ---- protocol hooks -------------------------------------------------------------------
     def on_host_bytes(self, data: bytes) -> None:
@@ -286,6 +291,17 @@ class PtyEmulator:
         while self.injected["disconnect"] == before and time.monotonic() < deadline:
             time.sleep(0.005)
 
+    def hold_faults(self) -> None:
+        """Hold the plan's stall and disconnect until :meth:`arm_faults`: a test arms them once
+        the capture reads, so a loaded machine that takes seconds to start the capture does not
+        see them land during its start-up (per-frame rates are not held)."""
+        self._faults_armed.clear()
+
+    def arm_faults(self) -> None:
+        """Count the plan's stall and disconnect times from now (bench seconds)."""
+        self.fault_origin_s = self.bench.t_s()
+        self._faults_armed.set()
+
     def start(self) -> str:
         """Plug in and serve on a background thread; returns the resource path."""
         if self._thread is not None:
@@ -331,11 +347,12 @@ class PtyEmulator:
         disconnected_once = False
         stall_counted = False
         while not stop_event.is_set():
-            t_s = self.bench.t_s()
+            armed = self._faults_armed.is_set()
+            t_s = self.bench.t_s() - self.fault_origin_s
             unplug_s = None
             if self._unplug_request_s is not None:
                 unplug_s, self._unplug_request_s = self._unplug_request_s, None
-            elif (f.disconnect_at_s is not None and not disconnected_once
+            elif (armed and f.disconnect_at_s is not None and not disconnected_once
                     and t_s >= f.disconnect_at_s):
                 disconnected_once = True
                 unplug_s = f.disconnect_s
@@ -347,7 +364,7 @@ class PtyEmulator:
                 self._plug()
                 self.on_replug()
                 continue
-            stalled = f.stalled_at(t_s)
+            stalled = armed and f.stalled_at(t_s)
             if stalled and not stall_counted:
                 self.injected["stall"] += 1
                 stall_counted = True
