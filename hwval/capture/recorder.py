@@ -268,7 +268,8 @@ class Recorder:
         for runner in self.runners:
             runner.thread.start()
 
-    def finish(self, exit_code: int, complete: bool = True, reason: str = "") -> Stop:
+    def finish(self, exit_code: int, complete: bool = True, reason: str = "",
+               marks_lost: int | None = None, marks_refused: int | None = None) -> Stop:
         """Stop sources, drain the queue, send ``Stop``. Safe to call once."""
         self.stop_event.set()
         for runner in self.runners:
@@ -295,7 +296,8 @@ class Recorder:
         if reasons:
             complete = False
             reason = "; ".join(([reason] if reason else []) + reasons)
-        stop = Stop(exit_code=exit_code, complete=complete, stream_stats=stream_stats, reason=reason)
+        stop = Stop(exit_code=exit_code, complete=complete, stream_stats=stream_stats, reason=reason,
+                    marks_lost=marks_lost, marks_refused=marks_refused)
         n_errors = len(self.subscriber_errors)
         self._send(stop)
         if len(self.subscriber_errors) > n_errors:

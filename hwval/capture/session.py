@@ -135,7 +135,7 @@ def run_capture(request: CaptureRequest) -> int:
             claim.release()  # nothing was recorded: leave no file behind
             raise
         try:
-            markers = MarkerServer(recorder.put_event, recorder.count_error)
+            markers = MarkerServer(recorder.put_event, recorder.count_error, origin_ns=origin_ns)
         except OSError as exc:
             recorder.close_sources()
             claim.release()
@@ -267,7 +267,8 @@ def _finish(recorder: Recorder, markers: MarkerServer, signals: SignalPolicy,
 
     signals.during(finishing)
     markers.close()
-    recorder.finish(exit_code=exit_code, complete=complete, reason=reason)
+    recorder.finish(exit_code=exit_code, complete=complete, reason=reason,
+                    marks_lost=markers.lost, marks_refused=markers.refused)
 
 
 def _run_phase(command: list[str], duration_s: float | None, recorder: Recorder, markers: MarkerServer,

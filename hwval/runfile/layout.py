@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 
 from hwval.runfile.documents import Event, Page, Start, Stop
-from hwval.runfile.schema import EVENT_FIELDS, SCHEMA_NAME, SCHEMA_VERSION
+from hwval.runfile.schema import EVENT_FIELDS, SCHEMA_NAME, SCHEMA_VERSION, RootAttr
 
 CHUNK_ROWS = 4096
 STR = h5py.string_dtype("utf-8")
@@ -98,9 +98,16 @@ def finalize(f: h5py.File, doc: Stop) -> None:
     f.attrs["exit_code"] = int(doc.exit_code)
     if doc.reason:
         f.attrs["stop_reason"] = doc.reason
+    write_mark_counts(f, doc)
     f.flush()
     f.attrs["complete"] = bool(doc.complete)
     f.flush()
+
+
+def write_mark_counts(f: h5py.File, doc: Stop) -> None:
+    for attr, n in ((RootAttr.MARKS_LOST, doc.marks_lost), (RootAttr.MARKS_REFUSED, doc.marks_refused)):
+        if n is not None:
+            f.attrs[attr] = int(n)
 
 
 def append_columns(ds: h5py.Dataset, columns: list[np.ndarray]) -> None:
