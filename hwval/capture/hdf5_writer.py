@@ -116,7 +116,7 @@ class HDF5Writer:
                 raise
             pages.clear()
         if self._pending_events:
-            layout.append_events(self.file["events"], self._pending_events)
+            layout.append_events_in_order(self.file["events"], self._pending_events)
             self._pending_events = []
 
     # ------------------------------------------------------------------------------------
