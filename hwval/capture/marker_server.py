@@ -25,6 +25,7 @@ from typing import Callable
 
 from hwval.clock import now_ns
 from hwval.markers import ENV_SOCKET
+from hwval.runfile.schema import EventName
 
 MAX_DATAGRAM = 65536
 PREFIX = "hwval-marks-"
@@ -175,7 +176,7 @@ class MarkerServer:
                               "time.monotonic_ns() on this host (hwval.mark does)")
             return
         self.received += 1
-        self._put_event("mark", "", t_ns, {**detail, "mark": name, "pid": msg.get("pid")})
+        self._put_event(EventName.MARK, "", t_ns, {**detail, "mark": name, "pid": msg.get("pid")})
 
     def _out_of_window(self, t_ns: int) -> str:
         """Why ``t_ns`` cannot be a mark of this capture ("" when it can)."""

@@ -20,6 +20,7 @@ from hwval.runfile.documents import Descriptor, Document, Event, Page, Start, St
 from hwval.clock import PeriodicSchedule, now_ns
 from hwval.capture.lateness import LatenessStats
 from hwval.sources.base import Disconnected, Source, SourceError, StreamInfo, TransientError
+from hwval.runfile.schema import EventName
 
 log = logging.getLogger(__name__)
 
@@ -84,13 +85,13 @@ class _SourceRunner:
             if not self.in_gap:
                 self.in_gap = True
                 for name in self.stream_names:
-                    self.recorder.put_event("gap_start", name, now_ns(), {"reason": self.died})
-            self.event("error", self.label, kind="source_stopped", message=self.died)
+                    self.recorder.put_event(EventName.GAP_START, name, now_ns(), {"reason": self.died})
+            self.event(EventName.ERROR, self.label, kind="source_stopped", message=self.died)
         finally:
             try:
                 self.source.close()
             except Exception as exc:  # close problems are worth a line, never a lost capture
-                self.event("error", self.label, where="close", message=_describe(exc))
+                self.event(EventName.ERROR, self.label, where="close", message=_describe(exc))
 
     def _run_polled(self) -> None:
         period = self.source.period_s or 1.0
@@ -126,7 +127,7 @@ class _SourceRunner:
         if not self.in_gap:
             self.in_gap = True
             for name in self.stream_names:
-                self.recorder.put_event("gap_start", name, t, {"reason": _describe(exc)})
+                self.recorder.put_event(EventName.GAP_START, name, t, {"reason": _describe(exc)})
         if isinstance(exc, Disconnected):
             self._reconnect(exc)
             return
@@ -138,7 +139,7 @@ class _SourceRunner:
         self.stop.wait(BACKOFF_S[0])
 
     def _reconnect(self, exc: BaseException) -> None:
-        self.event("error", self.label, kind="disconnected", message=_describe(exc))
+        self.event(EventName.ERROR, self.label, kind="disconnected", message=_describe(exc))
         try:
             self.source.close()
         except Exception as close_exc:  # the transport is gone; closing it may fail too
@@ -153,19 +154,19 @@ class _SourceRunner:
                 infos = self.source.open(self)
             except Exception as open_exc:  # still unplugged: keep trying with backoff
                 if attempt == 1 or attempt % 10 == 0:
-                    self.event("error", self.label, kind="reconnect_failed", attempt=attempt,
+                    self.event(EventName.ERROR, self.label, kind="reconnect_failed", attempt=attempt,
                                message=_describe(open_exc))
                 continue
             changed = [i.name for i in infos if i.name not in self.stream_names]
             if changed:
-                self.event("error", self.label, kind="streams_changed", streams=changed)
-            self.event("reconnect", self.label, attempt=attempt)
+                self.event(EventName.ERROR, self.label, kind="streams_changed", streams=changed)
+            self.event(EventName.RECONNECT, self.label, attempt=attempt)
             return
 
     def _end_gap(self, t: int) -> None:
         self.in_gap = False
         for name in self.stream_names:
-            self.recorder.put_event("gap_end", name, t, {})
+            self.recorder.put_event(EventName.GAP_END, name, t, {})
 
 
 def _one_line(exc: BaseException) -> str:
@@ -257,7 +258,7 @@ class Recorder:
             if due:
                 stats.last_error_event_ns[kind] = t
         if due:
-            self.put_event("error", stream, t, {"kind": kind, "count": n, "message": message})
+            self.put_event(EventName.ERROR, stream, t, {"kind": kind, "count": n, "message": message})
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -278,7 +279,7 @@ class Recorder:
             runner.thread.join(timeout=10.0)
             if runner.thread.is_alive():
                 complete = False
-                self.put_event("error", runner.label, now_ns(),
+                self.put_event(EventName.ERROR, runner.label, now_ns(),
                                {"kind": "stuck", "message": "source did not stop within 10 s"})
         reasons = [f"source {r.label} stopped: {r.died}" for r in self.runners if r.died]
         self._finishing.set()  # the dispatcher drains what is left, flushes and exits

@@ -26,7 +26,7 @@ from hwval.runfile.documents import Start
 from hwval.capture.hdf5_writer import HDF5Writer
 from hwval.runfile.claim import OutputClaim, OutputRefused, claim_output
 from hwval.runfile.journal import JournalWriter, journal_path
-from hwval.runfile.schema import EVENT_SIGNAL
+from hwval.runfile.schema import EventName
 from hwval.capture.live_view import LiveView
 from hwval.capture.marker_server import MarkerServer
 from hwval.capture.recorder import Recorder
@@ -317,25 +317,25 @@ def _run_command(command: list[str], recorder: Recorder, markers: MarkerServer, 
 
     def forward(signum: int) -> None:
         # Its own event type: an operator's Ctrl-C is how a run ends, not a fault.
-        recorder.put_event(EVENT_SIGNAL, "", now_ns(), {"signal": _signame(signum),
-                                                        "action": "forwarded to the workload"})
+        recorder.put_event(EventName.SIGNAL, "", now_ns(), {"signal": _signame(signum),
+                                                            "action": "forwarded to the workload"})
         workload.forward(signum)
 
     signals.during(forward)
     # Stamped before the child exists, so no mark of the workload can precede its start.
     t_start = now_ns()
     pid = workload.start()
-    recorder.put_event("workload_start", "", t_start, {"command": command, "pid": pid})
+    recorder.put_event(EventName.WORKLOAD_START, "", t_start, {"command": command, "pid": pid})
     deadline = time.monotonic() + duration_s if duration_s is not None else None
     code = workload.wait(deadline, on_timeout=lambda: recorder.put_event(
-        "error", "", now_ns(), {"kind": "duration", "message": "--duration reached; workload terminated"}))
+        EventName.ERROR, "", now_ns(), {"kind": "duration", "message": "--duration reached; workload terminated"}))
     # The leader is gone; its leftover children (if any) must not outlive the capture.
     ended = workload.end_group()
     # Stamped after the children are gone, so every mark they sent precedes this.
     detail: dict = {"exit_code": code}
     if ended:
         detail["leftover_processes_ended_by"] = ended
-    recorder.put_event("workload_end", "", now_ns(), detail)
+    recorder.put_event(EventName.WORKLOAD_END, "", now_ns(), detail)
     return code
 
 
