@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import popen_hwval, run_hwval
+from hwval.runfile.journal import journal_path
 from hwval.runfile.reader import open_run
 
 SYN = "synthetic:constant:100?period_s=0.01&name=syn"
@@ -81,11 +82,21 @@ def test_info_text_and_json(tmp_path):
     assert summary["complete"] is True and summary["exit_code"] == 0
 
 
+def _wait_recording(out, proc, timeout_s=60):
+    """Until the capture records (its journal holds the start record): a signal before that
+    aborts the capture by design, so a fixed sleep raced meters opening on a loaded host."""
+    deadline = time.monotonic() + timeout_s
+    while not (journal_path(out).exists() and journal_path(out).stat().st_size > 0):
+        assert proc.poll() is None and time.monotonic() < deadline, "the capture never started recording"
+        time.sleep(0.05)
+
+
 def test_sigint_ends_the_run_cleanly(tmp_path):
     out = tmp_path / "run.h5"
     proc = popen_hwval("capture", "--no-nvml", "--no-rapl", "-m", SYN, "-o", str(out), "--",
-                       sys.executable, "-c", "import time; time.sleep(30)")
-    time.sleep(1.5)
+                       sys.executable, "-c", "import time; print('ready', flush=True); time.sleep(30)")
+    assert proc.stdout.readline().strip() == "ready"  # the workload runs: the capture forwards now
+    time.sleep(0.8)  # some readings while it runs
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=20)
     # the workload died of the forwarded SIGINT: 128 + 2, as a shell reports it
@@ -96,12 +107,19 @@ def test_sigint_ends_the_run_cleanly(tmp_path):
         assert names[0] == "workload_start" and names[-1] == "workload_end"
         assert run.events[-1].detail["exit_code"] == 130
         assert len(run.stream("syn").t) > 50
+        # stopped by the operator, through the workload: not a run that ran its course
+        assert run.stop_reason == "stopped by SIGINT (forwarded to the workload)"
+        (sig,) = [e for e in run.events if e.name == "signal"]
+        assert sig.detail == {"signal": "SIGINT", "action": "forwarded to the workload"}
+    info = run_hwval("info", str(out))
+    assert "complete: yes (stopped early: stopped by SIGINT (forwarded to the workload))" in info.stdout
 
 
 def test_sigint_ends_a_duration_capture(tmp_path):
     out = tmp_path / "run.h5"
     proc = popen_hwval("capture", "--no-nvml", "--no-rapl", "-m", SYN, "--duration", "60", "-o", str(out))
-    time.sleep(1.5)
+    _wait_recording(out, proc)
+    time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=20)
     assert proc.returncode == 0

@@ -154,6 +154,9 @@ def run_capture(request: CaptureRequest) -> int:
             if request.on_started is not None:
                 request.on_started(recorder)
             exit_code, reason = _run_phase(command, request.duration_s, recorder, markers, signals)
+            if not reason and signals.forwarded:
+                # the operator ended the run through the workload: it must not read as a full one
+                reason = f"stopped by {signals.forwarded[0]} (forwarded to the workload)"
         except CommandError:
             # Popen failed after all (a race with the checks above): leave no half-written file.
             _finish(recorder, markers, signals, exit_code=-1, complete=False,
@@ -215,6 +218,8 @@ class SignalPolicy:
         self._action: Callable[[int], None] = self._interrupt
         self._held: list[int] = []
         self._previous: dict[int, object] = {}
+        #: Names of the signals forwarded to the workload, in order (the run's stop reason).
+        self.forwarded: list[str] = []
 
     def __enter__(self) -> "SignalPolicy":
         if threading.current_thread() is threading.main_thread():
@@ -319,6 +324,7 @@ def _run_command(command: list[str], recorder: Recorder, markers: MarkerServer, 
         # Its own event type: an operator's Ctrl-C is how a run ends, not a fault.
         recorder.put_event(EventName.SIGNAL, "", now_ns(), {"signal": _signame(signum),
                                                             "action": "forwarded to the workload"})
+        signals.forwarded.append(_signame(signum))
         workload.forward(signum)
 
     signals.during(forward)
