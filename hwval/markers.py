@@ -66,14 +66,15 @@ def _send(t_ns: int, name: str, detail: dict[str, Any]) -> None:
         seq = next(_seq)
         payload = json.dumps({"t_ns": t_ns, "name": str(name), "pid": os.getpid(), "seq": seq,
                               "detail": detail}, default=str).encode()
-        due = not _backlog or t_ns >= _retry_at_ns[0]
+        now = time.monotonic_ns()  # not t_ns: the throttle must not trust a caller's stamp
+        due = not _backlog or now >= _retry_at_ns[0]
         if due and len(_backlog) >= BACKLOG_MARKS:
-            _flush_backlog(t_ns)
+            _flush_backlog(now)
         if len(_backlog) < BACKLOG_MARKS:
             _backlog.append(payload)
         # else: dropped; the capture sees the gap in seq (or in end_seq) and counts it
         if due:
-            _flush_backlog(t_ns)
+            _flush_backlog(now)
 
 
 def _socket() -> socket.socket:
@@ -99,7 +100,7 @@ def _try_send(payload: bytes) -> bool:
         return True  # nothing to keep: the capture is gone
 
 
-def _flush_backlog(t_ns: int = 0) -> bool:
+def _flush_backlog(now_ns: int = 0) -> bool:
     """Send what waits, oldest first, many marks to a datagram (one line each): a capture that
     fell behind then catches up with one wakeup per batch, not per mark. True when nothing
     waits any more."""
@@ -112,7 +113,7 @@ def _flush_backlog(t_ns: int = 0) -> bool:
         if not _try_send(batch):
             # The capture's queue is full: it needs a while to read, and trying again at every
             # mark would cost each one a failed send of up to BATCH_BYTES.
-            _retry_at_ns[0] = t_ns + RETRY_NS
+            _retry_at_ns[0] = now_ns + RETRY_NS
             return False
         for _ in range(min(n, len(_backlog))):  # _try_send empties it when the capture is gone
             _backlog.popleft()
