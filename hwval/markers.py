@@ -8,7 +8,8 @@ capture the variable is absent and ``mark`` returns after one global lookup (wel
 A mark never waits for the capture. Linux queues only ``net.unix.max_dgram_qlen`` (often 10)
 datagrams per receiving socket, and a blocking send behind a busy capture slowed a marking
 loop about 8x. So the socket is non-blocking: a datagram the capture cannot take yet waits in a
-small backlog of this process and goes out with the next mark (or at exit), batched one mark a line; only when the
+small backlog of this process and goes out, batched one mark a line, with the next mark or from
+a short-lived thread that exists while the capture is behind (and at exit); only when the
 backlog is full is a mark dropped. Every mark carries this process's sequence number ``seq``
 and the process says at exit how many it made (``end_seq``), so the capture counts every
 dropped mark (the run's ``marks_lost``) instead of losing it silently.
@@ -33,6 +34,11 @@ BACKLOG_MARKS = 4096
 BATCH_BYTES = 60_000
 #: After the capture's queue was found full, marks only join the backlog for this long.
 RETRY_NS = 1_000_000
+#: How often the backlog's thread tries. Marks that keep coming flush the backlog themselves
+#: (every RETRY_NS); this thread is for the quiet after a burst, and it must not hurry: each time
+#: it wakes it takes the GIL from the workload, which on an overloaded host then waits for a CPU
+#: (at 40 wakes/s that cost a marking loop seconds of wall time per second at load 20).
+FLUSH_INTERVAL_S = 0.2
 #: At exit, how long the backlog and the end record may wait for the capture in all.
 EXIT_FLUSH_S = 1.0
 
@@ -43,6 +49,8 @@ _seq = itertools.count()
 _backlog: collections.deque[bytes] = collections.deque()
 #: When a full queue is worth trying again (a list: changed in place under the lock).
 _retry_at_ns = [0]
+#: The thread sending the backlog while the capture is behind (None when there is none).
+_flusher: list[threading.Thread | None] = [None]
 # Keeps seq order equal to send order across threads (the capture reads a falling seq as a new
 # process); held only around non-blocking calls, so it never waits for the capture either.
 _lock = threading.Lock()
@@ -75,6 +83,26 @@ def _send(t_ns: int, name: str, detail: dict[str, Any]) -> None:
         # else: dropped; the capture sees the gap in seq (or in end_seq) and counts it
         if due:
             _flush_backlog(now)
+        if _backlog and _flusher[0] is None:
+            _start_flusher()
+
+
+def _start_flusher() -> None:
+    """A daemon thread that sends the backlog while it is not empty, so marks of a burst do not
+    wait for the workload's next mark (it may not come for an hour, or the process may be
+    killed first). It exists only while the capture is behind. Called with ``_lock`` held."""
+    thread = threading.Thread(target=_flush_while_behind, name="hwval-mark-flush", daemon=True)
+    _flusher[0] = thread
+    thread.start()
+
+
+def _flush_while_behind() -> None:
+    while True:
+        time.sleep(FLUSH_INTERVAL_S)
+        with _lock:
+            if _SOCKET_PATH is None or _flush_backlog(time.monotonic_ns()):
+                _flusher[0] = None
+                return
 
 
 def _socket() -> socket.socket:
@@ -144,6 +172,7 @@ def _after_fork_in_child() -> None:
     global _seq, _lock
     _seq = itertools.count()
     _backlog.clear()
+    _flusher[0] = None  # threads do not survive a fork
     _lock = threading.Lock()
 
 
