@@ -49,6 +49,8 @@ _seq = itertools.count()
 _backlog: collections.deque[bytes] = collections.deque()
 #: When a full queue is worth trying again (a list: changed in place under the lock).
 _retry_at_ns = [0]
+#: When this process last marked (the backlog's thread leaves the backlog to marks while they come).
+_last_mark_ns = [0]
 #: The thread sending the backlog while the capture is behind (None when there is none).
 _flusher: list[threading.Thread | None] = [None]
 # Keeps seq order equal to send order across threads (the capture reads a falling seq as a new
@@ -74,7 +76,7 @@ def _send(t_ns: int, name: str, detail: dict[str, Any]) -> None:
         seq = next(_seq)
         payload = json.dumps({"t_ns": t_ns, "name": str(name), "pid": os.getpid(), "seq": seq,
                               "detail": detail}, default=str).encode()
-        now = time.monotonic_ns()  # not t_ns: the throttle must not trust a caller's stamp
+        now = _last_mark_ns[0] = time.monotonic_ns()  # not t_ns: a caller's stamp is not trusted
         due = not _backlog or now >= _retry_at_ns[0]
         if due and len(_backlog) >= BACKLOG_MARKS:
             _flush_backlog(now)
@@ -99,6 +101,8 @@ def _start_flusher() -> None:
 def _flush_while_behind() -> None:
     while True:
         time.sleep(FLUSH_INTERVAL_S)
+        if time.monotonic_ns() - _last_mark_ns[0] < FLUSH_INTERVAL_S * 1e9:
+            continue  # marks keep coming and flush it themselves: do not contend for the lock
         with _lock:
             if _SOCKET_PATH is None or _flush_backlog(time.monotonic_ns()):
                 _flusher[0] = None

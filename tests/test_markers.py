@@ -213,11 +213,11 @@ def test_a_mark_flood_under_capture_is_cheap_accounted_and_recorded(tmp_path):
     assert res.returncode == 0, res.stderr
     timing = json.loads(res.stdout)
     # A mark at every ~0.3 ms step costs the workload less than half a step (a tight loop was 8x
-    # slower): in CPU time, which load does not stretch, and, very generously (at load 16 on two
-    # cores a syscall's return is where the workload loses its CPU), in wall time.
-    cpu, wall = timing["cpu"], timing["wall"]
+    # slower), in this thread's CPU time: wall time inside mark() swung from 0.5x to 3.7x the
+    # steps' at load 12-17 on two cores, which is the scheduler, not the mark. That a mark never
+    # waits for the capture is the stalled-capture test above.
+    cpu = timing["cpu"]
     assert cpu["work"] + cpu["mark"] <= 1.5 * cpu["work"], timing
-    assert wall["work"] + wall["mark"] <= 3.0 * wall["work"], timing
     sent = 1200 + tight + 1
     with open_run(out) as run:
         marks = [e for e in run.events if e.name == "mark"]
