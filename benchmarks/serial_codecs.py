@@ -28,7 +28,8 @@ TASMOTA_LINE = (b'12:00:01.250 RSL: STATUS10 = {"StatusSNS":{"Time":"2024-01-01T
 ESPHOME_LINE = (b"\x1b[0;36m[D][sensor:093]: 'Power': Sending state 24.40000 W with 1 decimals "
                 b"of accuracy\x1b[0m\r\n")
 WATTSUP_RECORD = b"#d,-,18,1241,1191,970,55,_,_,_,1241,_,_,_,_,_,95,_,_,600,1306;\r\n"
-#: the checked reply of PROTOCOLS.md (225.7 V, 0.108 A, 24.4 W, 38 Wh, 50.0 Hz, PF 1.00)
+#: the checked reply of docs/protocols/pzem004t.md#input-registers (225.7 V, 0.108 A, 24.4 W,
+#: 38 Wh, 50.0 Hz, PF 1.00)
 PZEM_REPLY = bytes.fromhex("01 04 14 08 D1 00 6C 00 00 00 F4 00 00 00 26 00 00 01 F4 00 64 00 00 51 34")
 #: a loaded CSE7766 frame (V, I and P valid)
 CSE_FRAME = bytes.fromhex("55 5A 02 F7 60 00 03 AB 00 40 10 02 60 5D 51 A6 58 03 E9 EF 71 0B 7A 36")

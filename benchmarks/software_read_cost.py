@@ -3,7 +3,7 @@
 Prints:
 1. microseconds per RAPL domain read (``RaplSource.read`` over a powercap tree built by the
    emulator in a temporary folder; a real sysfs read adds the kernel's MSR read, ~1-3 us);
-2. microseconds per NVML call path against the simulated driver (``hwval.sources.nvml_sim``:
+2. microseconds per NVML call path against the simulated driver (``hwval.emulators.nvml_sim``:
    autospec'd pynvml functions), split into the fake calls and the source's own work;
 3. the highest polling rate each source sustains on the recorder's absolute-deadline scheduler
    (``hwval.clock.PeriodicSchedule``) with fewer than 1 % missed deadlines;
@@ -35,7 +35,7 @@ from hwval.emulators.powercap import build_tree, plan_zones
 from hwval.sources.base import SourceSpec
 from hwval.sources.nvml import NvmlSource, smallest_change_interval_s
 from hwval.sources.nvml_devices import field_value
-from hwval.sources.nvml_sim import SimGpu, SimNvml
+from hwval.emulators.nvml_sim import SimGpu, SimNvml
 from hwval.sources.rapl import RaplSource
 
 RATES_HZ = (100, 250, 500, 1000, 2000, 5000, 10000)

@@ -42,6 +42,9 @@ class NullContext:
     def emit(self, stream, values, t_ns=None) -> None:
         self.samples += 1
 
+    def emit_block(self, stream, t_ns, values) -> None:
+        self.samples += len(t_ns)
+
     def event(self, name, stream="", t_ns=None, **detail) -> None:
         return None
 

@@ -45,6 +45,7 @@ def _unavailable(name: str, exc: Exception) -> click.Command:
 
 COMMANDS = {
     "doctor": "hwval.commands.doctor:doctor",
+    "drivers": "hwval.commands.drivers:drivers",
     "demo": "hwval.commands.demo:demo",
     "workload": "hwval.commands.workload:workload",
     "analyze": "hwval.commands.analyze:analyze",
@@ -94,7 +95,7 @@ def fail(message: str, code: int = EXIT_USAGE) -> "NoReturn":
 @click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False),
               help="lab TOML file (meters, software meters, output template)")
 @click.option("-m", "--meter", "meter_specs", multiple=True, metavar="SPEC",
-              help="DRIVER:RESOURCE[?key=value&...]; repeatable")
+              help="DRIVER:RESOURCE[?key=value&...]; repeatable (options: hwval drivers)")
 @click.option("--nvml/--no-nvml", default=None, help="record NVIDIA GPUs (default: when available)")
 @click.option("--rapl/--no-rapl", default=None, help="record RAPL domains (default: when readable)")
 @click.option("--rapl-root", type=click.Path(file_okay=False), default=None,

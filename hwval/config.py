@@ -50,6 +50,8 @@ class CaptureConfig:
         data["meters"] = [
             {**asdict(m), "options": dict(m.options)} for m in self.meters
         ]
+        for meter in data["meters"]:
+            meter.pop("origin", None)  # where an error points; not part of the configuration
         return json.dumps(data, sort_keys=True)
 
     def with_meters(self, extra: Iterable[SourceSpec]) -> "CaptureConfig":
@@ -114,7 +116,8 @@ def config_from_dict(raw: dict[str, Any], where: str = "<config>",
         _check_name(name, f"{where}: {label}.name")
         meters.append(SourceSpec(driver=driver, resource=table["resource"], name=name,
                                  period_s=float(table["period_s"]) if "period_s" in table else None,
-                                 options=dict(table.get("options", {}))))
+                                 options=dict(table.get("options", {})),
+                                 origin=f"{where}: {label}.options"))
     _check_unique_names(meters, where)
     return CaptureConfig(output=raw.get("output", DEFAULT_OUTPUT), software=software,
                          meters=tuple(meters), path=where)
@@ -219,7 +222,7 @@ def parse_meter_spec(text: str, known_drivers: Iterable[str] | None = None) -> S
             raise ConfigError(f"{where}: period_s must be {PERIOD_FORM}, got {period!r}")
         period = float(period)
     return SourceSpec(driver=driver, resource=unquote(resource), name=name, period_s=period,
-                      options=options)
+                      options=options, origin=where)
 
 
 def expand_output(template: str, run_id: str, when: _dt.datetime | None = None) -> str:

@@ -173,6 +173,8 @@ def test_duration_with_command_terminates_the_workload(tmp_path):
     (["-m", SYN, "--duration", "1", "-o", "/nonexistent-dir/x.h5"], "does not exist"),
     (["-m", SYN], "nothing to capture"),
     (["-m", SYN, "--duration", "1", "--sync-pulses"], "--sync-pulses is not available"),
+    # pyvisa-py says "Bad file descriptor" for a host it cannot resolve; hwval says what is wrong
+    (["-m", "wt300:TCPIP::999.1.1.1::INSTR", "--duration", "1"], "host '999.1.1.1' is not an IP address"),
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path, args, needle):
     res = run_hwval("capture", "--no-nvml", "--no-rapl", *args, cwd=tmp_path)
@@ -359,3 +361,21 @@ def test_info_rejects_a_run_without_schema_version(tmp_path):
     res = run_hwval("info", str(path))
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1
     assert "without a valid schema_version" in res.stderr
+
+
+def test_summary_line_counts_in_words(tmp_path):
+    import io
+
+    from hwval.capture.session import CaptureRequest, run_capture
+    from hwval.config import CaptureConfig, SoftwareConfig
+    from hwval.sources.base import SourceSpec
+
+    config = CaptureConfig(software=SoftwareConfig(nvml=False, rapl=False),
+                           meters=(SourceSpec("synthetic", "constant:100", "syn", 0.05, {}),))
+    notes = io.StringIO()
+    out = tmp_path / "one.h5"
+    assert run_capture(CaptureRequest(config=config, duration_s=0.3, output=str(out), live=False,
+                                      notes=notes)) == 0
+    with open_run(out) as run:
+        n = len(run.stream("syn").t)
+    assert f"hwval: wrote {out} (1 stream, {n} readings)" in notes.getvalue()

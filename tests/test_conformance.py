@@ -3,13 +3,13 @@ clear SourceUnavailable (never a traceback) for a resource that does not exist."
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
 
 from hwval.sources.base import STANDARD_UNITS, Key, SourceSpec, SourceUnavailable, StreamInfo
 from hwval.sources.registry import BUILTIN_DRIVERS, Registry
+from hwval.sources.testing import RecordingContext
 
 DRIVERS = sorted(BUILTIN_DRIVERS)
 #: A resource of the right form for each driver family that cannot exist on any machine.
@@ -20,21 +20,6 @@ MISSING = {
 }
 FAMILY = {"tasmota": "serial", "esphome": "serial", "pzem004t": "serial", "cse7766": "serial",
           "wattsup": "serial", "wt300": "visa", "hmc8015": "visa", "n6705": "visa", "rapl": "rapl"}
-
-
-class NullCtx:
-    def __init__(self):
-        self.stop = threading.Event()
-        self.events = []
-
-    def emit(self, stream, values, t_ns=None):
-        pass
-
-    def event(self, name, stream="", t_ns=None, **detail):
-        self.events.append((name, stream, detail))
-
-    def count_error(self, stream, kind, message=""):
-        pass
 
 
 def test_every_contract_driver_is_registered():
@@ -71,7 +56,7 @@ def test_missing_resource_is_a_clear_source_unavailable(driver):
     source = factory(SourceSpec(driver, resource, "x", None, {}))
     t0 = time.monotonic()
     try:
-        source.open(NullCtx())
+        source.open(RecordingContext())
     except SourceUnavailable as exc:
         message = str(exc)
     else:
@@ -91,7 +76,7 @@ def test_missing_resource_is_a_clear_source_unavailable(driver):
 @pytest.mark.parametrize("driver", ["synthetic"])
 def test_streams_declare_units_for_standard_keys(driver):
     source = Registry().create(SourceSpec(driver, "constant:5", "s", 0.01, {}))
-    infos = source.open(NullCtx())
+    infos = source.open(RecordingContext())
     try:
         for info in infos:
             assert isinstance(info, StreamInfo)

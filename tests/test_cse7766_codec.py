@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 from hwval.sources.serial import cse7766_codec as codec
 from hwval.sources.serial.framing import FrameScanner, iter_chunks
 
-#: PROTOCOLS.md checked frame: 226.6 V, power flagged invalid (adj 0x61), checksum 0x30.
+#: Checked frame (docs/protocols/cse7766.md#physical-values): 226.6 V, power flagged invalid
+#: (adj 0x61), checksum 0x30.
 CHECKED = bytes.fromhex("55 5A 02 F7 60 00 03 5A 00 40 10 04 8B 9F 51 A6 58 18 72 75 61 AC A1 30")
 #: Frames quoted with their meaning in Tasmota's xnrg_02_cse7766.ino (wire captures).
 NO_LOAD = bytes.fromhex("F2 5A 02 F7 60 00 03 61 00 40 10 05 72 40 51 A6 58 63 10 1B E1 7F 4D 4E")

@@ -15,7 +15,7 @@ from serial.tools import list_ports
 from hwval.commands.doctor import doctor
 from hwval.doctor import Finding, _guarded, check_nvml, check_rapl, check_serial, check_visa, run_checks
 from hwval.emulators.powercap import build_tree, plan_zones
-from hwval.sources.nvml_sim import SimGpu, SimNvml
+from hwval.emulators.nvml_sim import SimGpu, SimNvml
 
 
 def emulated_tree(root, packages=2):

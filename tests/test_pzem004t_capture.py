@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import signal
-import threading
 import time
 
 import numpy as np
@@ -17,6 +16,7 @@ from hwval.emulators.pty import FaultPlan
 from hwval.emulators.pzem004t import Pzem004tEmulator
 from hwval.sources.base import SourceSpec, TransientError
 from hwval.sources.serial.pzem004t import create
+from hwval.sources.testing import RecordingContext
 from serial_e2e import MAX_RECEIPT_DELAY_S, capture, event_names
 
 MODEL = MeterModel(window_s=1.0, quantum_w=0.1)
@@ -92,21 +92,6 @@ def test_emulator_cli_rejects_bad_options(args, hwval_cmd):
     assert proc.returncode == 2 and "Error" in proc.stderr
 
 
-class CountingContext:
-    def __init__(self) -> None:
-        self.stop = threading.Event()
-        self.errors: dict[str, int] = {}
-
-    def emit(self, stream, values, t_ns=None):
-        raise AssertionError("a polled source must not emit")
-
-    def event(self, name, stream="", t_ns=None, **detail):
-        raise AssertionError("the recorder records gaps, not the driver")
-
-    def count_error(self, stream, kind, message=""):
-        self.errors[kind] = self.errors.get(kind, 0) + 1
-
-
 def test_hwval_emulate_pzem004t_serves_the_driver_and_reports_counts(tmp_path):
     ready, counts = tmp_path / "ready.json", tmp_path / "counts.json"
     emu = popen_hwval("emulate", "pzem004t", "--profile", "constant:77.7", "--address", "3",
@@ -120,7 +105,7 @@ def test_hwval_emulate_pzem004t_serves_the_driver_and_reports_counts(tmp_path):
         info = json.loads(ready.read_text())
         assert info["address"] == 3
         src = create(SourceSpec("pzem004t", info["resource"], "wall", None, {"address": 3}))
-        ctx = CountingContext()
+        ctx = RecordingContext(polled=True)
         [stream] = src.open(ctx)
         try:
             assert stream.identity["modbus_address"] == 3
@@ -132,5 +117,5 @@ def test_hwval_emulate_pzem004t_serves_the_driver_and_reports_counts(tmp_path):
         emu.send_signal(signal.SIGTERM)
         emu.communicate(timeout=10)
     assert emu.returncode == 0
-    assert ctx.errors == {"modbus_exception": 1}
+    assert ctx.errors == {"modbus_exception": 1} and ctx.events == []
     assert json.loads(counts.read_text())["exception"] == 1

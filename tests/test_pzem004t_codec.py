@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 from hwval.sources.serial import pzem004t_codec as codec
 from hwval.sources.serial.framing import FrameScanner, iter_chunks
 
-#: PROTOCOLS.md "Checked reply" = 225.7 V, 0.108 A, 24.4 W, 38 Wh, 50.0 Hz, PF 1.00.
+#: Checked reply (docs/protocols/pzem004t.md#input-registers) = 225.7 V, 0.108 A, 24.4 W, 38 Wh,
+#: 50.0 Hz, PF 1.00.
 CHECKED_REPLY = bytes.fromhex("01 04 14 08 D1 00 6C 00 00 00 F4 00 00 00 26 00 00 01 F4 00 64 00 00 51 34")
 
 

@@ -10,11 +10,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fake_ctx import FakeCtx
 from hwval.emulators.powercap import build_tree, format_counter, plan_zones
 from hwval.sources.base import SourceSpec, SourceUnavailable, TransientError
 from hwval.sources.rapl import RaplSource, create
 from hwval.sources.rapl_zones import discover
+from hwval.sources.testing import RecordingContext
 from conftest import StepClock
 
 
@@ -33,7 +33,7 @@ def write_counter(root: Path, zone_rel: str, value_uj: int, max_range_uj: int = 
 def open_source(root: Path, clock=None, period_s=0.01, **options):
     spec = SourceSpec("rapl", str(root), "rapl", period_s, options)
     src = RaplSource(spec, clock_ns=clock or StepClock())
-    ctx = FakeCtx()
+    ctx = RecordingContext(polled=True)
     infos = src.open(ctx)
     return src, ctx, infos
 
@@ -191,7 +191,7 @@ def test_period_too_slow_for_the_wrap_time_is_warned_about(tmp_path):
     src.read()  # the interval check fires on a read spanning more than a wrap time
     src._clock.advance(0.05)
     src.read()
-    assert [e[:2] for e in ctx.errors] == [("rapl_package_0", "interval_exceeds_wrap_time")]
+    assert ctx.error_streams == [("rapl_package_0", "interval_exceeds_wrap_time")]
 
 
 def test_stream_descriptor_declares_units_semantics_and_identity(tmp_path):
@@ -248,7 +248,7 @@ def test_one_failing_domain_is_counted_and_the_others_go_on(tmp_path):
     clock.advance(0.01)
     out = src.read()
     assert set(out) == {"rapl_package_0"} and out["rapl_package_0"]["energy_j"] == 0.001
-    assert ctx.errors[0][:2] == ("rapl_dram_0", "read_failed")
+    assert ctx.error_streams[0] == ("rapl_dram_0", "read_failed")
     (tmp_path / "devices/intel-rapl/intel-rapl:0/energy_uj").write_bytes(b"")
     with pytest.raises(TransientError, match="every domain failed"):
         src.read()

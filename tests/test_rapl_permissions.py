@@ -17,12 +17,12 @@ import time
 from pathlib import Path
 
 import pytest
-from fake_ctx import FakeCtx
 
 from hwval.doctor import Finding, run_checks
 from hwval.emulators.powercap import build_tree, plan_zones
 from hwval.sources.base import SourceSpec
 from hwval.sources.rapl import RaplSource
+from hwval.sources.testing import RecordingContext
 
 NOBODY = 65534
 
@@ -74,7 +74,7 @@ def shared_dir():
 
 def _open_rapl(root: str):
     src = RaplSource(SourceSpec("rapl", root, "rapl", 0.01, {}))
-    ctx = FakeCtx()
+    ctx = RecordingContext(polled=True)
     infos = src.open(ctx)
     values = src.read()
     src.close()

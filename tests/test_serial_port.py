@@ -162,7 +162,7 @@ def test_silence_watch_reports_once_per_timeout():
 def test_timing_and_scale_options_must_be_positive(driver, option, value):
     # a zero timeout would make the device loop spin or report every reading as a gap
     create = importlib.import_module(f"hwval.sources.serial.{driver}").create
-    with pytest.raises(ValueError, match=rf"^{driver}: option '{option}' must be > 0, got {value}$"):
+    with pytest.raises(ValueError, match=rf"^{driver}: option '{option}' must be a number > 0( s)?, got {value}$"):
         create(SourceSpec(driver, "/dev/null", "wall", options={option: value}))
     with pytest.raises(ValueError, match=rf"^{driver}: option 'period_s' must be > 0, got 0.0$"):
         create(SourceSpec(driver, "/dev/null", "wall", period_s=0.0))

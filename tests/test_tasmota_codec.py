@@ -9,7 +9,8 @@ from hypothesis import given, settings, strategies as st
 
 from hwval.sources.serial import tasmota_codec as codec
 
-# PROTOCOLS.md: a real console line, and the firmware's ENERGY example (xdrv_03_energy.ino)
+# docs/protocols/tasmota.md: a real console line, and the firmware's ENERGY example
+# (xdrv_03_energy.ino)
 REAL_LINE = b"10:37:28.549 MQT: stat/tasmota_5A9AE8/RESULT = {\"Command\":\"Unknown\"}"
 DOC_ENERGY = ('{"Time":"2018-11-15T08:54:18","ENERGY":{"TotalStartTime":"2018-11-01T00:00:00",'
               '"Total":6.404,"Yesterday":5.340,"Today":1.064,"Period":217,"Power":2629,'

@@ -15,23 +15,9 @@ from hwval.emulators.tasmota import TasmotaEmulator
 from hwval.sources.base import SourceSpec, TransientError
 from hwval.sources.serial.port import open_serial
 from hwval.sources.serial.tasmota import create
+from hwval.sources.testing import RecordingContext
 
 from serial_e2e import capture, event_names, expected_power_w, near_step
-
-
-class FakeCtx:
-    def __init__(self):
-        self.stop = threading.Event()
-        self.emitted, self.events, self.errors = [], [], []
-
-    def emit(self, stream, values, t_ns=None):
-        self.emitted.append((stream, dict(values)))
-
-    def event(self, name, stream="", t_ns=None, **detail):
-        self.events.append((name, stream, detail))
-
-    def count_error(self, stream, kind, message=""):
-        self.errors.append((kind, message))
 
 
 def spec(path: str, **options) -> SourceSpec:
@@ -41,16 +27,16 @@ def spec(path: str, **options) -> SourceSpec:
 def test_unknown_and_bad_options_are_rejected():
     with pytest.raises(ValueError, match="unknown option 'baud'.*accepted: baudrate"):
         create(spec("/dev/null", baud=9600))
-    with pytest.raises(ValueError, match="'command' must be status10 or status8"):
+    with pytest.raises(ValueError, match="'command' must be one of status10, status8, got 'status11'"):
         create(spec("/dev/null", command="status11"))
-    with pytest.raises(ValueError, match="'mode' must be poll or sensor"):
+    with pytest.raises(ValueError, match="'mode' must be one of poll, sensor"):
         create(spec("/dev/null", mode="push"))
 
 
 def test_old_firmware_falls_back_to_status8_and_reads_statuspwr():
     bench = Bench(PowerProfile.parse("constant:100"))
     with TasmotaEmulator(bench, MeterModel(), old_firmware=True) as emu:
-        source, ctx = create(spec(emu.path)), FakeCtx()
+        source, ctx = create(spec(emu.path)), RecordingContext()
         info = source.open(ctx)[0]
         try:
             assert info.identity["version"] == "5.14.0"
@@ -72,13 +58,13 @@ def test_channel_option_and_sensor_mode():
     with TasmotaEmulator(bench, MeterModel(), channels=2, mqtt="connected", heap=True) as emu:
         for channel, want in ((0, 110.0), (1, 100.0), (2, 10.0)):
             source = create(spec(emu.path, channel=channel))
-            source.open(FakeCtx())
+            source.open(RecordingContext())
             try:
                 assert source.read()["wall"]["power_w"] == want
             finally:
                 source.close()
         # sensor mode: record what the telemetry timer publishes (TelePeriod forces one)
-        source, ctx = create(spec(emu.path, mode="sensor")), FakeCtx()
+        source, ctx = create(spec(emu.path, mode="sensor")), RecordingContext()
         source.open(ctx)
         thread = threading.Thread(target=source.run, args=(ctx,))
         thread.start()
@@ -89,8 +75,8 @@ def test_channel_option_and_sensor_mode():
         thread.join(2)
         source.close()
     assert source.mode == "streaming"
-    assert [v["power_w"] for _, v in ctx.emitted] == [110.0] * 3
-    assert ctx.emitted[0][1]["energy_j"] == 0.0
+    assert [v["power_w"] for _, v in ctx.rows()] == [110.0] * 3
+    assert ctx.rows()[0][1]["energy_j"] == 0.0
 
 
 def test_sensor_mode_without_telemetry_is_a_gap():
@@ -98,7 +84,7 @@ def test_sensor_mode_without_telemetry_is_a_gap():
     with pytest.raises(ValueError, match="'stale_s' applies to mode=sensor only"):
         create(spec("/dev/null", stale_s=5.0))
     with TasmotaEmulator(bench, MeterModel(), tele_period_s=0) as emu:  # telemetry off
-        source, ctx = create(spec(emu.path, mode="sensor", stale_s=0.4)), FakeCtx()
+        source, ctx = create(spec(emu.path, mode="sensor", stale_s=0.4)), RecordingContext()
         source.open(ctx)
         try:
             emu.publish_sensor()  # one message arrives, then the plug goes quiet
@@ -108,7 +94,7 @@ def test_sensor_mode_without_telemetry_is_a_gap():
             waited = time.monotonic() - started
         finally:
             source.close()
-    assert [v["power_w"] for _, v in ctx.emitted] == [100.0]
+    assert [v["power_w"] for _, v in ctx.rows()] == [100.0]
     assert 0.4 <= waited < 5.0
 
 

@@ -111,13 +111,13 @@ def test_backend_option_resolution(tmp_path):
 
 @pytest.mark.parametrize("module, options, message", [
     ("wt300", {"bogus": 1}, "unknown option 'bogus'"),
-    ("wt300", {"ranging": "sometimes"}, "ranging must be one of auto, fixed, pass"),
+    ("wt300", {"ranging": "sometimes"}, "'ranging' must be one of auto, fixed, pass, got 'sometimes'"),
     ("wt300", {"ranging": "fixed", "voltage_range_v": 300.0}, "needs voltage_range_v=V and current_range_a=A"),
-    ("wt300", {"element": "4"}, "element must be 1, 2, 3 or SIGMA"),
+    ("wt300", {"element": "4"}, "'element' must be one of 1, 2, 3, SIGMA, got '4'"),
     ("wt300", {"profile": "/nonexistent.toml"}, "does not exist"),
-    ("hmc8015", {"ranging": "pass"}, "ranging must be auto or fixed"),
-    ("n6705", {"format": "hex"}, "format must be ascii or real"),
-    ("n6705", {"channel": 7}, "channel must be 1..4"),
+    ("hmc8015", {"ranging": "pass"}, "'ranging' must be one of auto, fixed, got 'pass'"),
+    ("n6705", {"format": "hex"}, "'format' must be one of ascii, real, got 'hex'"),
+    ("n6705", {"channel": 7}, "'channel' must be a whole number >= 1 and <= 4, got 7"),
 ])
 def test_drivers_reject_bad_options(module, options, message):
     import importlib

@@ -23,41 +23,13 @@ from hwval.runfile.documents import Event, Page, Start
 from hwval.capture.recorder import Recorder
 from hwval.emulators.scpi_server import (Faults, Instrument, ScpiServer, match_header,
                                          parse_message, split_arguments)
-
-
-@dataclass
-class RecordingContext:
-    """A minimal SourceContext for driving a source by hand (no threads, no recorder)."""
-
-    stop: threading.Event = field(default_factory=threading.Event)
-    readings: list[tuple[int, str, dict[str, float]]] = field(default_factory=list)
-    events: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
-    errors: dict[str, int] = field(default_factory=dict)
-    messages: list[str] = field(default_factory=list)
-
-    def emit(self, stream: str, values, t_ns: int | None = None) -> None:
-        self.readings.append((time.monotonic_ns() if t_ns is None else t_ns, stream, dict(values)))
-
-    def event(self, name: str, stream: str = "", t_ns: int | None = None, **detail: Any) -> None:
-        self.events.append((name, stream, detail))
-
-    def count_error(self, stream: str, kind: str, message: str = "") -> None:
-        self.errors[kind] = self.errors.get(kind, 0) + 1
-        self.messages.append(message)
+from hwval.sources.testing import RecordingContext
+from hwval.sources.testing import poll as poll_source
 
 
 def poll(source, ctx: RecordingContext, duration_s: float) -> list[tuple[int, dict[str, float]]]:
     """Call ``read()`` on ``source.period_s`` deadlines for ``duration_s``; (receipt ns, values)."""
-    out = []
-    period = source.period_s
-    deadline = time.monotonic()
-    end = deadline + duration_s
-    while deadline < end:
-        deadline += period
-        time.sleep(max(0.0, deadline - time.monotonic()))
-        for values in source.read().values():
-            out.append((time.monotonic_ns(), dict(values)))
-    return out
+    return [(t_ns, values) for t_ns, _, values in poll_source(source, ctx, duration_s)]
 
 
 def run_polled(source, duration_s: float):

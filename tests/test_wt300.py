@@ -46,7 +46,8 @@ def test_setup_sequence_is_sent_in_order(serve):
         ":INTEG:STAR", ":INTEG:STAT?", ":STAT:FILT1 FALL", ":STAT:EESR?", ":STAT:ERR?"]
     assert server.commands(1)[:len(expected)] == expected
     assert inst.clock.interval_s == 0.1 and not inst.voltage_auto and inst.current_range_a == 2.0
-    assert info.identity["idn"] == "YOKOGAWA,WT310,C2PH13047V,F1.03" and info.period_s == 0.1
+    assert info.identity["idn"] == "YOKOGAWA,WT310,HWVAL-EMULATOR,F1.03" and info.period_s == 0.1
+    assert info.emulated  # from the identity, not the address
     power = next(k for k in info.keys if k.name == "power_w")
     assert (power.semantics, power.window_s) == ("window_mean", 0.1)
     assert ctx.errors == {}

@@ -26,7 +26,7 @@ NAMED_PROFILES = {
     # idle / load plateaus like a training job's epochs with a data-loading dip
     "idle-load": "60@5,250@5",
     "steps": "60@2,120@2,250@2,180@2",
-    # short bursts that 1 Hz meters alias badly (see MEASUREMENT.md: 1 Hz up to 80 % error)
+    # short bursts that 1 Hz meters alias badly (docs/measurement.md#sampling-and-aliasing)
     "bursty": "50@0.3,300@0.2",
     "constant": "100@1",
 }

@@ -40,6 +40,11 @@ class StreamStats:
     last_error_event_ns: dict[str, int] = field(default_factory=dict)
 
 
+#: Per stream, readings waiting for the next page: times and rows of ``emit``, and the pieces
+#: (a block's arrays, or rows that arrived before a block) kept in arrival order before them.
+_Buffer = tuple[list[int], list[Mapping[str, float]], list[tuple[Any, Any]]]
+
+
 class _SourceRunner:
     """Runs one source on its own thread and is the :class:`SourceContext` it sees."""
 
@@ -64,6 +69,26 @@ class _SourceRunner:
         if self.in_gap:
             self._end_gap(t)
         self.recorder.put_reading(stream, t, values)
+
+    def emit_block(self, stream: str, t_ns: Sequence[int] | np.ndarray,
+                   values: Mapping[str, Sequence[float] | np.ndarray]) -> None:
+        # copies: the page is written later, and a driver may refill its arrays meanwhile
+        times = np.array(t_ns, dtype=np.int64)
+        try:
+            columns = {key: np.array(column, dtype=np.float64) for key, column in values.items()}
+        except (TypeError, ValueError) as exc:
+            self.count_error(stream, "bad_reading", f"block of {times.size} readings is not numbers by key: {exc}")
+            return
+        bad = {k: c.shape for k, c in columns.items() if c.shape != times.shape}
+        if times.ndim != 1 or bad:
+            self.count_error(stream, "bad_reading", f"block columns {bad} do not match its "
+                             f"{times.shape} times; not stored")
+            return
+        if not times.size:
+            return
+        if self.in_gap:  # as emit: the gap ends at the first reading that arrives after it
+            self._end_gap(int(times[0]))
+        self.recorder.put_block(stream, times, columns)
 
     def event(self, name: str, stream: str = "", t_ns: int | None = None, **detail: Any) -> None:
         self.recorder.put_event(name, stream, now_ns() if t_ns is None else t_ns, detail)
@@ -243,6 +268,16 @@ class Recorder:
             if stats is not None:
                 stats.dropped += 1
 
+    def put_block(self, stream: str, t_ns: np.ndarray, columns: Mapping[str, np.ndarray]) -> None:
+        """Readings as arrays (``t_ns`` int64, one float64 array per key, equal lengths): one
+        queue item for the whole block, so an array instrument costs no per-sample dict."""
+        if len(self._queue) < self.queue_size:
+            self._queue.append((2, stream, t_ns, columns))
+        else:
+            stats = self.stats.get(stream)
+            if stats is not None:
+                stats.dropped += len(t_ns)
+
     def put_event(self, name: str, stream: str, t_ns: int, detail: Mapping[str, Any]) -> None:
         # Events are never dropped (they are few): a workload_end must not be lost to a full queue.
         self._queue.append((1, name, stream, t_ns, dict(detail)))
@@ -347,7 +382,7 @@ class Recorder:
 
     def _dispatch_loop(self) -> None:
         origin = self.origin_ns
-        buffers: dict[str, tuple[list[int], list[Mapping[str, float]]]] = {}
+        buffers: dict[str, _Buffer] = {}
         popleft = self._queue.popleft
         while True:
             finishing = self._finishing.wait(PAGE_INTERVAL_S)
@@ -360,9 +395,19 @@ class Recorder:
                     _, stream, t_ns, values = item
                     buf = buffers.get(stream)
                     if buf is None:
-                        buf = buffers[stream] = ([], [])
+                        buf = buffers[stream] = ([], [], [])
                     buf[0].append(t_ns)
                     buf[1].append(values)
+                elif item[0] == 2:
+                    _, stream, t_ns, columns = item
+                    buf = buffers.get(stream)
+                    if buf is None:
+                        buf = buffers[stream] = ([], [], [])
+                    if buf[0]:  # rows that came first stay first
+                        buf[2].append((list(buf[0]), list(buf[1])))
+                        buf[0].clear()
+                        buf[1].clear()
+                    buf[2].append((t_ns, columns))
                 else:
                     _, name, stream, t_ns, detail = item
                     self._send(Event((t_ns - origin) / 1e9, name, stream, detail))
@@ -371,34 +416,52 @@ class Recorder:
             if finishing and not self._queue:
                 break
 
-    def _flush(self, buffers: dict[str, tuple[list[int], list[Mapping[str, float]]]]) -> None:
-        for stream, (ts, rows) in buffers.items():
-            if not ts:
+    def _flush(self, buffers: dict[str, "_Buffer"]) -> None:
+        for stream, (ts, rows, chunks) in buffers.items():
+            if not ts and not chunks:
                 continue
             info = self.infos.get(stream)
             if info is None:
                 self.count_error(stream, "undeclared_stream", f"reading for undeclared stream {stream!r}")
                 ts.clear()
                 rows.clear()
+                chunks.clear()
                 continue
-            t = (np.asarray(ts, dtype=np.int64) - self.origin_ns) / 1e9
             keys = info.key_names()
-            try:
-                values = {key: np.fromiter((r.get(key, math.nan) for r in rows), dtype=np.float64,
-                                           count=len(rows)) for key in keys}
-                keyset = frozenset(keys)  # a driver bug: keys it did not declare (~0.1 us a row)
-                extra = {k for r in rows if not keyset.issuperset(r) for k in r if k not in keyset}
-            except (AttributeError, TypeError, ValueError):
-                values, extra = self._salvage(stream, keys, rows)
+            pieces = [self._columns(stream, keys, t, data) for t, data in chunks]
+            if ts:
+                pieces.append(self._columns(stream, keys, ts, rows))
+            ts_ns = pieces[0][0] if len(pieces) == 1 else np.concatenate([p[0] for p in pieces])
+            values = (pieces[0][1] if len(pieces) == 1 else
+                      {key: np.concatenate([p[1][key] for p in pieces]) for key in keys})
+            extra = set().union(*(p[2] for p in pieces))
             if extra:
                 self.count_error(stream, "undeclared_key",
                                  f"reading keys {sorted(extra)} are not in the stream's descriptor; not stored")
             stats = self.stats[stream]
-            stats.readings += len(ts)
+            stats.readings += len(ts_ns)
             ts.clear()
             rows.clear()
-            self._send(Page(stream, t, values))
+            chunks.clear()
+            self._send(Page(stream, (ts_ns - self.origin_ns) / 1e9, values))
 
+    def _columns(self, stream: str, keys: Sequence[str], ts: Any, data: Any
+                 ) -> tuple[np.ndarray, dict[str, np.ndarray], set[str]]:
+        """One buffered piece as (int64 times, a column per declared key, undeclared keys):
+        ``data`` is a block's columns (a mapping of arrays) or a list of per-reading rows."""
+        if isinstance(data, Mapping):
+            n = len(ts)
+            values = {key: data[key] if key in data else np.full(n, math.nan) for key in keys}
+            return ts, values, set(data) - set(keys)
+        t_ns = np.asarray(ts, dtype=np.int64)
+        try:
+            values = {key: np.fromiter((r.get(key, math.nan) for r in data), dtype=np.float64,
+                                       count=len(data)) for key in keys}
+            keyset = frozenset(keys)  # a driver bug: keys it did not declare (~0.1 us a row)
+            extra = {k for r in data if not keyset.issuperset(r) for k in r if k not in keyset}
+        except (AttributeError, TypeError, ValueError):
+            values, extra = self._salvage(stream, keys, data)
+        return t_ns, values, extra
 
     def _salvage(self, stream: str, keys: Sequence[str],
                  rows: list[Mapping[str, float]]) -> tuple[dict[str, np.ndarray], set[str]]:

@@ -34,7 +34,7 @@ from hwval.capture.workload import CommandError, Workload, resolve_command
 from hwval.clock import now_ns
 from hwval.config import DEFAULT_OUTPUT, CaptureConfig, ConfigError, expand_output
 from hwval.sources.base import SourceSpec, SourceUnavailable
-from hwval.sources.registry import Registry, UnknownDriver
+from hwval.sources.registry import Registry
 
 #: Exit code when the workload succeeded but the capture itself failed (e.g. disk full).
 CAPTURE_FAILED = 1
@@ -197,7 +197,9 @@ def run_capture(request: CaptureRequest) -> int:
             print(f"  {msg}", file=request.notes)
         return exit_code or CAPTURE_FAILED
     total = sum(s.readings for s in recorder.stats.values())
-    print(f"hwval: wrote {output} ({len(recorder.infos)} streams, {total} readings)", file=request.notes)
+    n = len(recorder.infos)
+    print(f"hwval: wrote {output} ({n} stream{'s' * (n != 1)}, {total} reading{'s' * (total != 1)})",
+          file=request.notes)
     return exit_code
 
 
@@ -285,6 +287,14 @@ def _run_phase(command: list[str], duration_s: float | None, recorder: Recorder,
 
 
 def _open_sources(recorder: Recorder, request: CaptureRequest) -> None:
+    # Every meter's options are checked (its source built, nothing opened) before any software
+    # meter is tried: a typo is then the only line printed, not the last after NVML/RAPL notes.
+    meters = []
+    for spec in request.config.meters:
+        try:
+            meters.append((spec, request.registry.create(spec)))
+        except ValueError as exc:  # UnknownDriver, an option error: the spec must change
+            raise ConfigError(f"meter {spec.name!r}: {exc}") from None
     try:
         for spec, required in software_specs(request.config):
             try:
@@ -294,13 +304,7 @@ def _open_sources(recorder: Recorder, request: CaptureRequest) -> None:
                 if required:
                     raise CaptureError(f"{spec.driver}: {exc}") from None
                 print(f"hwval: note: {spec.driver} not used: {exc}", file=request.notes)
-        for spec in request.config.meters:
-            try:
-                source = request.registry.create(spec)
-            except UnknownDriver as exc:
-                raise ConfigError(f"meter {spec.name!r}: {exc}") from None
-            except ValueError as exc:
-                raise ConfigError(f"meter {spec.name!r}: {exc}") from None
+        for spec, source in meters:
             try:
                 recorder.add_source(spec.name, source)
             except SourceUnavailable as exc:

@@ -96,7 +96,9 @@ def sync(run_path, reference, max_lag_s, as_json):
         click.echo(json.dumps(out, indent=2, allow_nan=False))
     else:
         click.echo(format_sync(result))
-        click.echo(f"written: /sync ({len(result.streams)} streams)")
+        from hwval.runfile.recover import plural
+
+        click.echo(f"written: /sync ({plural(len(result.streams), 'stream')})")
 
 
 def format_characteristics(chars) -> str:

@@ -2,9 +2,9 @@
 
 Every ``frame_period_s`` (100 ms, as the chip) it sends one frame encoded the way the driver
 decodes it (:mod:`hwval.sources.serial.cse7766_codec`): the parameters are those of the checked
-frame in PROTOCOLS.md (Vparam 194400, Iparam 16400, Pparam 5351000) and the cycles are chosen so
-that ``param / cycle`` is the bench value, so the quantisation is the chip's own (a 1 us step of
-Pcycle: about P**2 / 5.35e6 W, 0.01 W at 250 W). Like the chip:
+frame in docs/protocols/cse7766.md#physical-values (Vparam 194400, Iparam 16400, Pparam 5351000)
+and the cycles are chosen so that ``param / cycle`` is the bench value, so the quantisation is
+the chip's own (a 1 us step of Pcycle: about P**2 / 5.35e6 W, 0.01 W at 250 W). Like the chip:
 
 - P is flagged valid (adj bit 4) only in frames where at least one CF pulse period
   (``Pparam`` uJ / P) has elapsed since the last update: every frame above ~54 W, every few
@@ -28,7 +28,8 @@ from hwval.emulators.options import bench_options
 from hwval.emulators.pty import FaultPlan, PtyEmulator, fault_options, run_until_signal
 from hwval.sources.serial import cse7766_codec as codec
 
-#: Coefficients of the checked frame in PROTOCOLS.md (a real POW R2's chip).
+#: Coefficients of the checked frame (a real POW R2's chip):
+#: docs/protocols/cse7766.md#physical-values.
 V_PARAM = 0x02F760
 I_PARAM = 0x004010
 P_PARAM = 0x51A658

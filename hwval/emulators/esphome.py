@@ -78,11 +78,14 @@ class EspHomeEmulator(PtyEmulator):
 @click.command()
 @bench_options(window_s=0.1)
 @fault_options
-@click.option("--baudrate", type=int, default=115200, show_default=True)
+@click.option("--baudrate", type=int, default=115200, show_default=True,
+              help="logger line speed; a driver opening the port at another speed sees garbage")
 @click.option("--interval-s", type=float, default=0.2, show_default=True,
               help="seconds between published states (cse7766: one chip frame ~0.1-0.2 s)")
-@click.option("--power-unit", type=click.Choice(["W", "kW"]), default="W", show_default=True)
-@click.option("--energy-unit", type=click.Choice(["Wh", "kWh"]), default="Wh", show_default=True)
+@click.option("--power-unit", type=click.Choice(["W", "kW"]), default="W", show_default=True,
+              help="unit the power sensor publishes in (the driver converts to W)")
+@click.option("--energy-unit", type=click.Choice(["Wh", "kWh"]), default="Wh", show_default=True,
+              help="unit the energy sensor publishes in (the driver converts to J)")
 @click.option("--task", default=None, help="ESP32 task tag added to each line, e.g. 'loopTask'")
 def cli(bench: Bench, model: MeterModel, ready_file: str | None, faults: FaultPlan,
         counts_file: str | None, baudrate: int, interval_s: float, power_unit: str,

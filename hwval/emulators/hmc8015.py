@@ -3,13 +3,14 @@ on port 5025).
 
 ``hwval emulate hmc8015 [--port N]`` prints ``-m hmc8015:TCPIP::127.0.0.1::PORT::SOCKET``.
 
-Behaviour (PROTOCOLS.md; sources: R&S HMC8015 SCPI manual, Rohde-Schwarz/Examples,
+Behaviour (docs/protocols/hmc8015.md; sources: R&S HMC8015 SCPI manual, Rohde-Schwarz/Examples,
 UniStuttgart-VISUS/power-overwhelming ``hmc8015_instrument.cpp``): ``CHAN1:MEAS:FUNC f1,f2,...``
 selects the functions ``CHAN1:MEAS:DATA?`` returns, comma-separated in that order (default
 URMS,IRMS,P,FPLL,URANge,IRANge,S,Q,LAMBda,PHI). The display cells
 ``VIEW:NUM:PAGE<n>:CELL<m>:FUNC <f>`` (page size ``VIEW:NUM:PAGE<n>:SIZE 6|10``) only change
 what the screen shows. Values refresh every 100 ms (each the mean of the bench's true power
-over the last 100 ms; the 100 ms refresh is UNVERIFIED); ``CHAN1:ACQ:VOLT:RANG[:AUTO]`` /
+over the last 100 ms; the 100 ms refresh is UNVERIFIED, see
+docs/protocols/hmc8015.md#refresh-interval); ``CHAN1:ACQ:VOLT:RANG[:AUTO]`` /
 ``CHAN1:ACQ:CURR:RANG[:AUTO]`` select ranges, a value above 140 % of a fixed range is
 over-range (``INF``). Error queue: ``SYST:ERR?``.
 """
@@ -46,7 +47,7 @@ class Hmc8015(Instrument):
     def __init__(self, bench: Bench, model: MeterModel) -> None:
         super().__init__()
         self.bench, self.model = bench, model
-        self.idn = "Rohde&Schwarz,HMC8015,021123456,01.400"
+        self.idn = "Rohde&Schwarz,HMC8015,HWVAL-EMULATOR,01.400"
         self.clock = UpdateClock(UPDATE_S)
         self.pages = {p: list(DEFAULT_CELLS) for p in range(1, 5)}
         self.page_size = {p: 6 for p in range(1, 5)}

@@ -3,7 +3,7 @@ raw TCP socket.
 
 ``hwval emulate n6705 [--port N] [--rail-v 12]`` prints ``-m n6705:TCPIP::127.0.0.1::PORT::SOCKET``.
 
-Behaviour (PROTOCOLS.md; sources: Keysight N6705C user's and programming guides):
+Behaviour (docs/protocols/n6705.md, from the Keysight N6705C user's and programming guides):
 ``SENS:SWE:POIN n,(@ch)`` and ``SENS:SWE:TINT t,(@ch)`` (rounded up to the 20.48 us time base)
 set the array acquisition; ``MEAS:ARR:POW|VOLT|CURR? (@ch)`` acquires ``n`` samples ``t`` apart,
 starting when the command arrives, and answers once the acquisition is complete;
@@ -55,7 +55,7 @@ class N6705(Instrument):
     def __init__(self, bench: Bench, model: MeterModel, rail_v: float = 12.0) -> None:
         super().__init__()
         self.bench, self.model, self.rail_v = bench, model, rail_v
-        self.idn = "Keysight Technologies,N6705C,MY56004321,D.03.03.1234"
+        self.idn = "Keysight Technologies,N6705C,HWVAL-EMULATOR,D.03.03.1234"
         self.points = {c: 1024 for c in range(1, 5)}
         self.interval_s = {c: TIME_BASE_S for c in range(1, 5)}
         self.format = "ASCII"

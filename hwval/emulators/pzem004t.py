@@ -1,6 +1,7 @@
 """PZEM-004T v3.0 emulator: a Modbus-RTU slave on a pty, 9600 8N1, power from the bench.
 
-It answers what the module implements (PROTOCOLS.md; Peacefair PZEM-004T v3.0 manual):
+It answers what the module implements (docs/protocols/pzem004t.md; Peacefair PZEM-004T V3.0
+User Manual):
 0x04 read input registers 0x0000..0x0009, 0x03 read holding 0x0001 (alarm threshold, W) and
 0x0002 (address), 0x06 write those two, 0x42 reset energy (4-byte echo), 0x41 calibration (echo,
 general address only). Requests to another address are ignored, broadcasts (0x00) are executed
@@ -42,7 +43,7 @@ class Pzem004tEmulator(PtyEmulator):
     def __init__(self, bench: Bench, model: MeterModel, faults: FaultPlan | None = None, *,
                  address: int = 1, update_s: float = 1.0, energy_start_wh: int = 0,
                  alarm_threshold_w: int = 2300, exception_rate: float = 0.0,
-                 exception_code: int = 0x04) -> None:
+                 exception_code: int = 0x04, holding_registers: bool = True) -> None:
         # validate before the base class makes the pty directory, so a refusal leaves nothing
         if not (1 <= address <= codec.MAX_SLAVE_ADDRESS):
             raise ValueError(f"emulated module address must be 1..247, got {address}")
@@ -58,6 +59,8 @@ class Pzem004tEmulator(PtyEmulator):
         self.alarm_threshold_w = alarm_threshold_w
         self.exception_rate = exception_rate
         self.exception_code = exception_code
+        #: False: a module that never answers the (optional) holding-register read 0x03
+        self.holding_registers = holding_registers
         self._scanner = FrameScanner(codec.match_request)
         #: energy register = floor(offset_j + metered energy since bench time ``_energy_from_s``)
         self._energy_offset_j = energy_start_wh * 3600.0
@@ -128,6 +131,8 @@ class Pzem004tEmulator(PtyEmulator):
             regs = self.registers_at(self.bench.t_s())
             return codec.registers_reply(addr, f, regs[req.start:req.start + req.count])
         if f == codec.READ_HOLDING:
+            if not self.holding_registers:
+                return b""
             holding = {codec.HOLDING_ALARM_THRESHOLD: self.alarm_threshold_w,
                        codec.HOLDING_ADDRESS: self.address}
             wanted = range(req.start, req.start + req.count)
@@ -173,9 +178,13 @@ class Pzem004tEmulator(PtyEmulator):
 @click.option("--exception-code", type=click.IntRange(1, 4), default=4, show_default=True,
               help="exception code sent: 1 illegal function, 2 illegal address, 3 illegal data, "
                    "4 slave device failure")
+@click.option("--holding/--no-holding", "holding_registers", default=True, show_default=True,
+              help="answer the holding-register read 0x03 (--no-holding: a module that answers "
+                   "only the measurement read 0x04)")
 def cli(bench: Bench, model: MeterModel, ready_file: str | None, faults: FaultPlan,
         counts_file: str | None, address: int, update_s: float, energy_start_wh: int,
-        alarm_threshold_w: int, exception_rate: float, exception_code: int) -> None:
+        alarm_threshold_w: int, exception_rate: float, exception_code: int,
+        holding_registers: bool) -> None:
     """Emulate a PZEM-004T v3.0 energy monitor (Modbus-RTU, 9600 8N1) on a pty.
 
     \b
@@ -187,7 +196,8 @@ def cli(bench: Bench, model: MeterModel, ready_file: str | None, faults: FaultPl
         emulator = Pzem004tEmulator(bench, model, faults, address=address, update_s=update_s,
                                     energy_start_wh=energy_start_wh,
                                     alarm_threshold_w=alarm_threshold_w,
-                                    exception_rate=exception_rate, exception_code=exception_code)
+                                    exception_rate=exception_rate, exception_code=exception_code,
+                                    holding_registers=holding_registers)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     run_until_signal(emulator, bench, ready_file, counts_file, address=address, update_s=update_s)

@@ -25,6 +25,7 @@ import click
 from hwval.benchmodel import Bench, MeterModel
 from hwval.emulators.options import bench_options
 from hwval.emulators.pty import FaultPlan, PtyEmulator, fault_options, run_until_signal
+from hwval.sources.emulated import EMULATOR_MARK
 from hwval.sources.serial import tasmota_codec as codec
 
 RES_LIMITS = {"WattRes": 3, "VoltRes": 3, "AmpRes": 3, "FreqRes": 3, "EnergyRes": 5}
@@ -122,7 +123,8 @@ class TasmotaEmulator(PtyEmulator):
             version = OLD_VERSION if self.old_firmware else NEW_VERSION
             payload = (f'{{"StatusFWR":{{"Version":"{version}","BuildDateTime":"2023-08-14T12:00:00",'
                        f'"Boot":31,"Core":"2_7_4_9","SDK":"2.2.2-dev(38a443e)","CpuFrequency":80,'
-                       f'"Hardware":"ESP8266EX","CR":"369/699"}}}}')
+                       # the identity says it is an emulator (hwval.sources.emulated)
+                       f'"Hardware":"ESP8266EX {EMULATOR_MARK}","CR":"369/699"}}}}')
             self.publish("STATUS2", payload, stat=True)
         elif index in ("8", "10"):
             if self.old_firmware:
@@ -222,7 +224,8 @@ class TasmotaEmulator(PtyEmulator):
 @click.command()
 @bench_options(window_s=0.2, latency_s=0.2)
 @fault_options
-@click.option("--baudrate", type=int, default=115200, show_default=True)
+@click.option("--baudrate", type=int, default=115200, show_default=True,
+              help="console line speed; a driver opening the port at another speed sees garbage")
 @click.option("--mqtt", type=click.Choice(["off", "connected", "disconnected"]), default="off",
               show_default=True, help="MQTT state: topic form of published messages")
 @click.option("--topic", default="tasmota_5A9AE8", show_default=True, help="device topic")
@@ -232,10 +235,14 @@ class TasmotaEmulator(PtyEmulator):
 @click.option("--old-firmware", is_flag=True, help="pre-6.x: StatusPWR in Status 8, no ms")
 @click.option("--tele-period", type=click.IntRange(0, 3600), default=300, show_default=True,
               help="TelePeriod in s (0 off; firmware clamps 1..9 to 10)")
-@click.option("--watt-res", type=click.IntRange(0, 3), default=0, show_default=True)
-@click.option("--volt-res", type=click.IntRange(0, 3), default=0, show_default=True)
-@click.option("--amp-res", type=click.IntRange(0, 3), default=3, show_default=True)
-@click.option("--energy-res", type=click.IntRange(0, 5), default=3, show_default=True)
+@click.option("--watt-res", type=click.IntRange(0, 3), default=0, show_default=True,
+              help="WattRes: decimals of the reported power")
+@click.option("--volt-res", type=click.IntRange(0, 3), default=0, show_default=True,
+              help="VoltRes: decimals of the reported voltage")
+@click.option("--amp-res", type=click.IntRange(0, 3), default=3, show_default=True,
+              help="AmpRes: decimals of the reported current")
+@click.option("--energy-res", type=click.IntRange(0, 5), default=3, show_default=True,
+              help="EnergyRes: decimals of the reported kWh totals")
 @click.option("--frequency/--no-frequency", default=False, help="chip reports Frequency")
 def cli(bench: Bench, model: MeterModel, ready_file: str | None, faults: FaultPlan,
         counts_file: str | None, baudrate: int, mqtt: str, topic: str, heap: bool, channels: int,

@@ -15,13 +15,16 @@ import time
 
 import click
 
+from hwval.sources.emulated import EMULATOR_MARK
 from hwval.benchmodel import Bench, MeterModel
 from hwval.emulators.options import bench_options
 from hwval.emulators.pty import FaultPlan, PtyEmulator, fault_options, run_until_signal
 from hwval.sources.serial import wattsup_codec as codec
 
 BANNER = b"WattsUp.NET $ Version: 3.23 $ 200712212301 60Hz 120V\r\n"
-VERSION_FIELDS = ("3", "131072", "1", "2", "3", "23", "200712212301", "42")
+#: the documented eight fields, then one a real meter never sends: the emulator says it is one
+#: (hwval.sources.emulated)
+VERSION_FIELDS = ("3", "131072", "1", "2", "3", "23", "200712212301", "42", EMULATOR_MARK)
 LINE_VOLTAGE_V = 120.0
 LINE_FREQUENCY_HZ = 60.0
 

@@ -3,7 +3,7 @@
 ``hwval emulate wt300 [--port N] [--model WT310] [--profile idle-load] [faults]`` prints
 ``-m wt300:TCPIP::127.0.0.1::PORT::SOCKET``.
 
-Behaviour (facts from PROTOCOLS.md; sources: Yokogawa WT310E user's manual, communication
+Behaviour (facts in docs/protocols/wt300.md; sources: Yokogawa WT310E user's manual, communication
 commands; intel/yoko-tool ``yokolibs/_wt310.py``; mlcommons/power-dev):
 
 - numeric values change only at each update (``:SAMP:RATE`` or ``:RATE``, 0.1..5 s); value ``n``
@@ -47,7 +47,8 @@ FUNCTIONS = {"U", "I", "P", "S", "Q", "LAMBDA", "LAMB", "PHI", "FU", "FI", "UPPE
              "WH", "WHP", "WHM", "AH", "AHP", "AHM", "TIME", "MATH", "UTHD", "ITHD"}
 TIME_UNITS = {"MS": 1e-3, "S": 1.0}
 #: How long UPD stays high before the new values are readable (a model value, UNVERIFIED on
-#: real units; what drivers depend on is the order: rising edge, then data, then falling edge).
+#: real units; what drivers depend on is the order: rising edge, then data, then falling edge;
+#: docs/protocols/wt300.md#update-flag).
 UPDATING_S = 0.01
 #: Transition filter values (``:STATus:FILTer<x>``); NEVER until set (assumed power-on value:
 #: yoko-tool sets every filter explicitly rather than relying on it).
@@ -61,7 +62,7 @@ class Wt300(Instrument):
                  rate_headers: str = "both", elements: int = 1, update_s: float = 0.5) -> None:
         super().__init__()
         self.bench, self.model = bench, model
-        self.idn = f"YOKOGAWA,{model_name},C2PH13047V,F1.03"
+        self.idn = f"YOKOGAWA,{model_name},HWVAL-EMULATOR,F1.03"
         self.elements = elements
         self.current_ranges_a = CURRENT_RANGES_A if elements == 1 else CURRENT_RANGES_MULTI_A
         self.clock = UpdateClock(update_s)

@@ -30,8 +30,8 @@ raises :class:`Disconnected` and the recorder reopens it with backoff). No drive
 GPU is a :class:`SourceUnavailable` with the fix.
 
 Sources: NVML API reference (nvmlDeviceGetPowerUsage, nvmlDeviceGetTotalEnergyConsumption,
-nvmlDeviceGetFieldValues, NVML_FI_DEV_POWER_*); nvidia-ml-py (pynvml.py); MEASUREMENT.md (NVML
-section: 1 s window, update period detection as in Zeus, transient errors, UUID matching).
+nvmlDeviceGetFieldValues, NVML_FI_DEV_POWER_*); nvidia-ml-py (pynvml.py); docs/measurement.md#nvml
+(1 s window, update period detection as in Zeus, transient errors, UUID matching).
 """
 
 from __future__ import annotations
@@ -45,8 +45,10 @@ from typing import Any, Callable, Mapping
 import pynvml
 
 from hwval.runfile.schema import EventName
+from hwval.sources.emulated import says_emulated
 from hwval.sources.base import (Disconnected, Key, SourceContext, SourceSpec, SourceUnavailable,
-                                StreamInfo, TransientError, check_options)
+                                StreamInfo, TransientError)
+from hwval.sources.options import DriverOptions, Option
 from hwval.sources.nvml_devices import (LOST_CODES, REOPEN_CODES, TRANSIENT_CODES, UNSUPPORTED_CODES,
                                         VisibleGpu, enumerate_devices, error_name, field_value,
                                         identity, order_note, parse_visible, power_usage_semantics,
@@ -57,7 +59,12 @@ DEFAULT_DETECT_S = 0.25
 #: Calls at open that fail with a transient code are tried this many times before the key is
 #: given up for the whole capture.
 PROBE_ATTEMPTS = 3
-OPTIONS = {"detect_s": float, "fields": bool}
+OPTIONS = DriverOptions("nvml", "NVIDIA GPUs through NVML (one stream per visible GPU)",
+                        "GPUs to read, as CUDA_VISIBLE_DEVICES (indices or UUIDs; empty: that variable)", (
+    Option("detect_s", float, DEFAULT_DETECT_S,
+           "time spent at open measuring how often the driver refreshes power (0: skip)", "s", ge=0),
+    Option("fields", bool, True, "also read the instant/average power fields where supported"),
+))
 
 #: Field values read where supported: (field id, key, semantics, window_s, description).
 POWER_FIELDS = (
@@ -139,17 +146,16 @@ class NvmlSource:
 
     mode = "polled"
 
-    def __init__(self, spec: SourceSpec, clock_ns: Callable[[], int] = time.monotonic_ns,
+    def __init__(self, spec: SourceSpec, options: Mapping[str, Any] | None = None,
+                 clock_ns: Callable[[], int] = time.monotonic_ns,
                  environ: Mapping[str, str] | None = None) -> None:
-        opts = check_options(spec, OPTIONS)
+        opts = OPTIONS.parse(spec) if options is None else options
         self.spec = spec
         self.period_s = DEFAULT_PERIOD_S if spec.period_s is None else spec.period_s
         if not self.period_s > 0:
             raise ValueError(f"nvml: period_s must be > 0, got {self.period_s!r}")
-        self.detect_s = opts.get("detect_s", DEFAULT_DETECT_S)
-        if self.detect_s < 0:
-            raise ValueError(f"nvml: option 'detect_s' must be >= 0 s, got {self.detect_s!r}")
-        self.read_fields = opts.get("fields", True)
+        self.detect_s = opts["detect_s"]
+        self.read_fields = opts["fields"]
         self.prefix = spec.name if spec.name and spec.name != "nvml" else "nvml"
         self.environ = os.environ if environ is None else environ
         self._clock = clock_ns
@@ -335,7 +341,8 @@ class NvmlSource:
                      power_semantics=semantics, power_window_s=window_s)
         return StreamInfo(name=gpu.stream, kind="software", driver="nvml",
                           resource=gpu.visible.device.uuid, scope="gpu", period_s=self.period_s,
-                          keys=tuple(keys), identity=ident, notes=tuple(gpu.notes))
+                          keys=tuple(keys), identity=ident, notes=tuple(gpu.notes),
+                          emulated=says_emulated(ident.get(k) for k in ("driver_version", "name", "serial")))
 
     def close(self) -> None:
         self._gpus = []
@@ -458,4 +465,4 @@ class NvmlSource:
 
 
 def create(spec: SourceSpec) -> NvmlSource:
-    return NvmlSource(spec)
+    return NvmlSource(spec, OPTIONS.parse(spec))

@@ -12,7 +12,7 @@ Sources: CUDA C Programming Guide, "CUDA Environment Variables" (CUDA_VISIBLE_DE
 CUDA_DEVICE_ORDER); NVML API reference (nvmlDeviceGetPowerUsage: "On Ampere (except GA100) or
 newer GPUs, the API returns power averaged over 1 sec interval. On GA100 and older
 architectures, instantaneous power is returned"; nvmlDeviceGetTotalEnergyConsumption: mJ since
-the driver was last reloaded, Volta and newer); MEASUREMENT.md (NVML section).
+the driver was last reloaded, Volta and newer); docs/measurement.md#errors-and-device-identity.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ true modulus exceeds ``max + 1`` by up to one unit (~61 uJ): at most that much p
 about 2e-10 of the energy of one wrap.
 
 Sources: Linux drivers/powercap/intel_rapl_common.c, Documentation/power/powercap/powercap.rst;
-Intel SDM vol. 3B 15.10 (RAPL energy status, 32-bit counters); MEASUREMENT.md (RAPL section).
+Intel SDM vol. 3B 15.10 (RAPL energy status, 32-bit counters); docs/measurement.md#rapl.
 """
 
 from __future__ import annotations
@@ -42,11 +42,12 @@ import math
 import os
 import time
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 from hwval.runfile.schema import EventName
 from hwval.sources.base import (Key, SourceContext, SourceSpec, SourceUnavailable, StreamInfo,
-                                TransientError, check_options)
+                                TransientError)
+from hwval.sources.options import DriverOptions, Option
 from hwval.sources.rapl_zones import (DEFAULT_POWERCAP_ROOT, EMULATOR_MARKER, PowercapError, RaplDomain,
                                       check_readable, discover, unreadable_fix)
 
@@ -61,7 +62,13 @@ UPDATE_SLACK_S = 0.002
 #: Reads of ``energy_uj`` are at most this long ("18446744073709551615\n" is 21 bytes).
 READ_BYTES = 64
 
-OPTIONS = {"domains": str, "max_power_w": float}
+OPTIONS = DriverOptions("rapl", "Intel/AMD RAPL energy counters of a powercap tree (one stream per domain)",
+                        "a powercap root (default /sys/class/powercap)", (
+    Option("domains", str, "", "comma-separated stream names or domain kinds (package, core, dram...) to keep (empty: all)"),
+    Option("max_power_w", float, DEFAULT_MAX_POWER_W,
+           "largest plausible domain power: bounds wrap detection (an increment implying more is "
+           "not taken for a wrap)", "W", gt=0),
+))
 
 
 @dataclass
@@ -94,18 +101,17 @@ class RaplSource:
 
     mode = "polled"
 
-    def __init__(self, spec: SourceSpec, clock_ns: Callable[[], int] = time.monotonic_ns) -> None:
-        opts = check_options(spec, OPTIONS)
+    def __init__(self, spec: SourceSpec, options: Mapping[str, Any] | None = None,
+                 clock_ns: Callable[[], int] = time.monotonic_ns) -> None:
+        opts = OPTIONS.parse(spec) if options is None else options
         self.spec = spec
         self.root = spec.resource or DEFAULT_POWERCAP_ROOT
         self.period_s = DEFAULT_PERIOD_S if spec.period_s is None else spec.period_s
         if not self.period_s > 0:
             raise ValueError(f"rapl: period_s must be > 0, got {self.period_s!r}")
         self.prefix = spec.name if spec.name and spec.name != "rapl" else "rapl"
-        self.max_power_w = opts.get("max_power_w", DEFAULT_MAX_POWER_W)
-        if not self.max_power_w > 0:
-            raise ValueError(f"rapl: option 'max_power_w' must be > 0 W, got {self.max_power_w!r}")
-        wanted = opts.get("domains", "")
+        self.max_power_w = opts["max_power_w"]
+        wanted = opts["domains"]
         self.wanted = {w.strip() for w in wanted.split(",") if w.strip()}
         self._clock = clock_ns
         self._states: list[_DomainState] = []
@@ -263,4 +269,4 @@ class RaplSource:
 
 
 def create(spec: SourceSpec) -> RaplSource:
-    return RaplSource(spec)
+    return RaplSource(spec, OPTIONS.parse(spec))

@@ -13,7 +13,8 @@ Some Intel client parts also expose the package through MMIO (``intel-rapl-mmio:
 the same name exists, so a package is never counted twice.
 
 Sources: Linux Documentation/power/powercap/powercap.rst and drivers/powercap/intel_rapl_common.c
-(zone layout, file names); MEASUREMENT.md (wrap, root-only since 5.10, AMD dual-die packages).
+(zone layout, file names); docs/measurement.md#rapl (wrap, root-only since 5.10, AMD dual-die
+packages).
 """
 
 from __future__ import annotations

@@ -12,31 +12,38 @@ where PROFILE is any ``--profile`` of the emulators (``idle-load``, ``constant:1
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Any, Mapping
 
 from hwval.clock import now_ns
 from hwval.benchmodel import Bench, MeterModel, PowerProfile
-from hwval.sources.base import Key, SourceContext, SourceSpec, StreamInfo, check_options
+from hwval.sources.base import Key, SourceContext, SourceSpec, StreamInfo
+from hwval.sources.options import DriverOptions, Option
 
-OPTIONS = {"window_s": float, "quantum_w": float, "noise_w": float, "seed": int,
-           "streams": int, "t0_ns": int, "energy": bool}
+OPTIONS = DriverOptions("synthetic", "a software source reporting a known bench power profile",
+                        "PROFILE (idle-load, constant:100, ... as the emulators' --profile)", (
+    Option("window_s", float, 0.0, "meter model: mean over this window (0: instant)", "s", ge=0),
+    Option("quantum_w", float, 0.0, "meter model: round power to this step (0: none)", "W", ge=0),
+    Option("noise_w", float, 0.0, "meter model: Gaussian noise of this sigma", "W", ge=0),
+    Option("seed", int, None, "noise seed (unset: a fresh one)"),
+    Option("streams", int, 1, "publish N identical streams (to load the recorder)", ge=1),
+    Option("t0_ns", int, None, "monotonic ns of bench time zero", "ns",
+           default_text="when the source opens"),
+    Option("energy", bool, True, "also publish the exact true energy_j"),
+))
 
 
 class SyntheticSource:
     mode = "polled"
 
-    def __init__(self, spec: SourceSpec) -> None:
-        opts = check_options(spec, OPTIONS)
+    def __init__(self, spec: SourceSpec, options: Mapping[str, Any] | None = None) -> None:
+        opts = OPTIONS.parse(spec) if options is None else options
         self.profile = PowerProfile.parse(spec.resource or "idle-load")
-        self.model = MeterModel(window_s=opts.get("window_s", 0.0),
-                                quantum_w=opts.get("quantum_w", 0.0),
-                                noise_w=opts.get("noise_w", 0.0))
-        self.seed = opts.get("seed")
-        self.t0_ns = opts.get("t0_ns")
-        self.with_energy = opts.get("energy", True)
-        n = opts.get("streams", 1)
-        if n < 1:
-            raise ValueError(f"synthetic: option 'streams' must be >= 1, got {n}")
+        self.model = MeterModel(window_s=opts["window_s"], quantum_w=opts["quantum_w"],
+                                noise_w=opts["noise_w"])
+        self.seed = opts["seed"]
+        self.t0_ns = opts["t0_ns"]
+        self.with_energy = opts["energy"]
+        n = opts["streams"]
         self.names = [spec.name] + [f"{spec.name}_{i}" for i in range(1, n)]
         self.period_s = spec.period_s or 0.1
         self.spec = spec
@@ -74,4 +81,4 @@ class SyntheticSource:
 
 
 def create(spec: SourceSpec) -> SyntheticSource:
-    return SyntheticSource(spec)
+    return SyntheticSource(spec, OPTIONS.parse(spec))

@@ -71,6 +71,10 @@ class RecordingContext:
         """One key of one stream as an array (NaN where a reading lacks it)."""
         return np.array([v.get(key, np.nan) for _, s, v in self.readings if s == stream], dtype=float)
 
+    def rows(self, stream: str | None = None) -> list[tuple[int, dict[str, float]]]:
+        """``(t_ns, values)`` of every reading (of ``stream`` only, when given)."""
+        return [(t, v) for t, s, v in self.readings if stream is None or s == stream]
+
     def times_ns(self, stream: str) -> np.ndarray:
         return np.array([t for t, s, _ in self.readings if s == stream], dtype=np.int64)
 

@@ -11,7 +11,12 @@ EMULATOR_DIR_PREFIX = "hwval-emu-"
 
 def is_emulated(resource: str) -> bool:
     """True when ``resource`` is a pty link made by an hwval emulator (recorded as
-    ``emulated`` in the run file so a dry run is never mistaken for a measurement)."""
+    ``emulated`` in the run file so a dry run is never mistaken for a measurement).
+
+    Only for devices whose protocol carries no identity to read (the ESPHome logger, the
+    CSE7766's frame stream, the PZEM-004T's Modbus registers): the link the emulator made is
+    then the only mark. Drivers that can ask the device what it is (Tasmota ``Status 2``,
+    Watts Up? ``#v``, ``*IDN?``) decide from its answer instead (:mod:`hwval.sources.emulated`)."""
     return os.path.basename(os.path.dirname(resource)).startswith(EMULATOR_DIR_PREFIX)
 
 

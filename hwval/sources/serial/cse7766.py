@@ -4,14 +4,15 @@ Transport :mod:`hwval.sources.serial.port`, codec :mod:`.cse7766_codec`, and thi
 a streaming source that reads the chip's 24-byte frames (about 10 per second), resynchronising
 byte by byte on garbage (libsigrok's generic serial loop; Tasmota ``xnrg_02_cse7766.ino`` and
 esphome ``cse7766`` do the same), and emits one reading per frame that carries a power value.
-Facts: PROTOCOLS.md "CSE7766 frames", ChipSea CSE7766 datasheet, Tasmota and ESPHome sources.
+Facts: docs/protocols/cse7766.md (ChipSea CSE7766 datasheet, Tasmota and ESPHome sources).
 
 Mapping to SI (decided here, documented for the operator):
 
 - Chip level: ``V = Vparam / Vcycle``, ``I = Iparam / Icycle``, ``P = Pparam / Pcycle``. The
   parameters are the chip's factory calibration, so these are already volts, amperes and watts
-  (the checked frame of PROTOCOLS.md gives 226.6 V). A chip that reports 0xAA "not calibrated"
-  is decoded with Tasmota's default coefficients and counted as ``not_calibrated``.
+  (the checked frame of docs/protocols/cse7766.md#physical-values gives 226.6 V). A chip that
+  reports 0xAA "not calibrated" is decoded with Tasmota's default coefficients and counted as
+  ``not_calibrated``.
 - Operator calibration: options ``voltage_gain``, ``current_gain``, ``power_gain`` (default
   1.0) multiply the chip-level values (``power_gain`` also scales energy). To carry over a
   Tasmota calibration: ``voltage_gain = VoltageCal * 100 / Vparam``, ``current_gain =
@@ -43,8 +44,9 @@ import time
 from typing import Any, Mapping
 
 from hwval.sources.base import (
-    Key, SourceContext, SourceSpec, SourceUnavailable, StreamInfo, TransientError, check_options,
+    Key, SourceContext, SourceSpec, SourceUnavailable, StreamInfo, TransientError,
 )
+from hwval.sources.options import DriverOptions, Option
 from hwval.sources.serial import cse7766_codec as codec
 from hwval.sources.serial.common import is_emulated, require_positive
 from hwval.sources.serial.framing import FrameScanner
@@ -57,9 +59,20 @@ FRAME_PERIOD_S = 0.1
 #: Tasmota's CSE_MAX_INVALID_POWER: invalid-power frames in a row before the load counts as 0 W.
 ZERO_AFTER_INVALID_FRAMES = 128
 
-OPTIONS = {"voltage_gain": float, "current_gain": float, "power_gain": float,
-           "zero_after_invalid": int, "max_power_w": float, "silence_s": float,
-           "open_timeout_s": float, "baudrate": int}
+OPTIONS = DriverOptions(DRIVER, "a CSE7766 metering chip's 4800 8E1 frame stream (Sonoff POW R2 ...)",
+                        "a serial port (/dev/ttyUSB0)", (
+    Option("voltage_gain", float, 1.0, "calibration factor applied to voltage", gt=0),
+    Option("current_gain", float, 1.0, "calibration factor applied to current", gt=0),
+    Option("power_gain", float, 1.0, "calibration factor applied to power and energy", gt=0),
+    Option("zero_after_invalid", int, ZERO_AFTER_INVALID_FRAMES,
+           "invalid-power frames in a row before the load counts as 0 W (Tasmota's rule)", ge=1),
+    Option("max_power_w", float, 5500.0, "a larger energy step is a counter jump, re-baselined",
+           "W", gt=0),
+    Option("silence_s", float, 3.0, "no frame for this long is a gap (and a likely wiring fault)",
+           "s", gt=0),
+    Option("open_timeout_s", float, 2.0, "wait this long for a first frame at open", "s", gt=0),
+    Option("baudrate", int, 4800, "line speed (the chip's is fixed at 4800)", "baud", gt=0),
+))
 
 
 class Cse7766Source:
@@ -67,26 +80,22 @@ class Cse7766Source:
 
     mode = "streaming"
 
-    def __init__(self, spec: SourceSpec, options: Mapping[str, Any]) -> None:
+    def __init__(self, spec: SourceSpec, options: Mapping[str, Any] | None = None) -> None:
+        options = OPTIONS.parse(spec) if options is None else options
         self.spec = spec
         self.resource = spec.resource
         self.stream = spec.name
         #: informative only: the chip decides the cadence (about one frame per 100 ms)
         self.period_s = spec.period_s if spec.period_s is not None else FRAME_PERIOD_S
-        self.voltage_gain = options.get("voltage_gain", 1.0)
-        self.current_gain = options.get("current_gain", 1.0)
-        self.power_gain = options.get("power_gain", 1.0)
-        self.zero_after_invalid = options.get("zero_after_invalid", ZERO_AFTER_INVALID_FRAMES)
-        self.max_power_w = options.get("max_power_w", 5500.0)
-        self.silence_s = options.get("silence_s", 3.0)
-        self.open_timeout_s = options.get("open_timeout_s", 2.0)
-        self.baudrate = options.get("baudrate", 4800)
-        require_positive(DRIVER, period_s=self.period_s, voltage_gain=self.voltage_gain,
-                         current_gain=self.current_gain, power_gain=self.power_gain,
-                         max_power_w=self.max_power_w, silence_s=self.silence_s,
-                         open_timeout_s=self.open_timeout_s)
-        if self.zero_after_invalid < 1:
-            raise ValueError(f"{DRIVER}: zero_after_invalid must be >= 1, got {self.zero_after_invalid}")
+        self.voltage_gain = options["voltage_gain"]
+        self.current_gain = options["current_gain"]
+        self.power_gain = options["power_gain"]
+        self.zero_after_invalid = options["zero_after_invalid"]
+        self.max_power_w = options["max_power_w"]
+        self.silence_s = options["silence_s"]
+        self.open_timeout_s = options["open_timeout_s"]
+        self.baudrate = options["baudrate"]
+        require_positive(DRIVER, period_s=self.period_s)
         self.settings = line_settings(self.baudrate, 8, "E", 1)
         self._port = None
         self._ctx: SourceContext | None = None
@@ -270,4 +279,4 @@ class Cse7766Source:
 
 
 def create(spec: SourceSpec) -> Cse7766Source:
-    return Cse7766Source(spec, check_options(spec, OPTIONS))
+    return Cse7766Source(spec, OPTIONS.parse(spec))

@@ -1,7 +1,7 @@
 """Pure codec for the CSE7766 energy-metering chip's 24-byte UART frames (no I/O).
 
 The chip (Sonoff POW R2/R3, S31) transmits one frame about every 100 ms at 4800 baud 8E1 and
-never listens. Layout (PROTOCOLS.md "CSE7766 frames"; ChipSea CSE7766 datasheet; Tasmota
+never listens. Layout (docs/protocols/cse7766.md#frame-layout; ChipSea CSE7766 datasheet; Tasmota
 ``xnrg_02_cse7766.ino``; esphome ``cse7766``), all fields big-endian:
 
 ====== =====================================================================================

@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from typing import Any, Mapping
 
 import serial
 
 from hwval.sources.base import (
-    Key, SourceContext, SourceSpec, StreamInfo, TransientError, check_options,
+    Key, SourceContext, SourceSpec, StreamInfo, TransientError,
 )
+from hwval.sources.options import DriverOptions, Option
 from hwval.sources.serial import esphome_codec as codec
 from hwval.sources.serial.common import RelativeEnergy, is_emulated, require_positive
 from hwval.sources.serial.framing import LineBuffer
@@ -42,8 +43,18 @@ SENSOR_OPTIONS = {"power": ("power_w", "Power", "W"), "voltage": ("voltage_v", "
                   "current": ("current_a", "Current", "A"), "energy": ("energy_j", "Energy", "J"),
                   "frequency": ("frequency_hz", "Frequency", "Hz"),
                   "power_factor": ("power_factor", "Power Factor", "1")}
-OPTIONS = {"baudrate": int, "silence_s": float, "group_s": float, "stale_s": float,
-           **{name: str for name in SENSOR_OPTIONS}}
+OPTIONS = DriverOptions("esphome", "an ESPHome node's serial log (sensor state lines)",
+                        "a serial port (/dev/ttyUSB0)", (
+    Option("baudrate", int, 115200, "logger speed (ESPHome's default)", "baud", gt=0),
+    Option("silence_s", float, 5.0, "nothing parseable for this long is a likely wiring or "
+           "baud-rate fault", "s", gt=0),
+    Option("group_s", float, 0.05, "states this close together form one reading", "s", gt=0),
+    Option("stale_s", float, 5.0, "no sensor state for this long is a gap (raise it for an "
+           "update_interval of more than a few seconds)", "s", gt=0),
+    *(Option(name, str, default, f"name of the sensor giving {key}, as in the node's YAML "
+             "(empty: not read)")
+      for name, (key, default, _unit) in SENSOR_OPTIONS.items()),
+))
 KEY_INFO = {
     "power_w": Key("power_w", "W", "window_mean", None, "ESPHome power sensor state"),
     "voltage_v": Key("voltage_v", "V", "instant"),
@@ -57,24 +68,23 @@ KEY_INFO = {
 class EspHomeSource:
     mode = "streaming"
 
-    def __init__(self, spec: SourceSpec) -> None:
-        opts = check_options(spec, OPTIONS)
+    def __init__(self, spec: SourceSpec, options: Mapping[str, Any] | None = None) -> None:
+        opts = OPTIONS.parse(spec) if options is None else options
         self.name, self.resource = spec.name, spec.resource
         self.period_s = spec.period_s
-        self.baudrate = opts.get("baudrate", 115200)
+        self.baudrate = opts["baudrate"]
         #: sensor name on the wire -> (hwval key, SI unit it must convert to)
         self.sensors: dict[str, tuple[str, str]] = {}
         for option, (key, default, si_unit) in SENSOR_OPTIONS.items():
-            sensor = opts.get(option, default)
+            sensor = opts[option]
             if sensor:
                 if sensor in self.sensors:
                     raise ValueError(f"esphome: sensor name {sensor!r} given for two options")
                 self.sensors[sensor] = (key, si_unit)
-        require_positive("esphome", period_s=spec.period_s, silence_s=opts.get("silence_s"),
-                         stale_s=opts.get("stale_s"), group_s=opts.get("group_s"))
-        self.group_ns = int(opts.get("group_s", 0.05) * 1e9)
-        self.silence = SilenceWatch(opts.get("silence_s", 5.0))
-        self.stale_s = opts.get("stale_s", 5.0)
+        require_positive("esphome", period_s=spec.period_s)
+        self.group_ns = int(opts["group_s"] * 1e9)
+        self.silence = SilenceWatch(opts["silence_s"])
+        self.stale_s = opts["stale_s"]
         self._last_state_s = 0.0
         self.settings = line_settings(self.baudrate)
         self.port: serial.Serial | None = None
@@ -176,4 +186,4 @@ class EspHomeSource:
 
 
 def create(spec: SourceSpec) -> EspHomeSource:
-    return EspHomeSource(spec)
+    return EspHomeSource(spec, OPTIONS.parse(spec))

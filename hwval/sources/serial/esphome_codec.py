@@ -1,6 +1,6 @@
 """Pure codec of the ESPHome UART logger: sensor state lines.
 
-Facts (PROTOCOLS.md "ESPHome logger on UART"; sources: esphome/esphome components logger
+Facts (docs/protocols/esphome.md; sources: esphome/esphome components logger
 (line format and ANSI colours) and sensor (``Sending state`` message), cse7766/hlw8012/pzemac):
 
 * a line is ``[<L>][<tag>:<line>]: <text>`` wrapped in ANSI colour codes (DEBUG ``ESC[0;36m``,

@@ -4,14 +4,14 @@ Transport :mod:`hwval.sources.serial.port`, codec :mod:`.pzem004t_codec`, and th
 every ``period_s`` (default 1 s) the recorder calls :meth:`Pzem004tSource.read`, which sends
 ``addr 04 0000 000A crc`` and waits up to ``timeout_s`` for the 25-byte reply.
 
-Facts from PROTOCOLS.md (Peacefair PZEM-004T v3.0 communication manual; mandulaj/PZEM-004T-v30;
-esphome ``pzemac``). Semantics of the values:
+Facts: docs/protocols/pzem004t.md (Peacefair PZEM-004T V3.0 User Manual; Tasmota, ESPurna,
+mandulaj/PZEM-004T-v30, esphome ``pzemac``). Semantics of the values:
 
 - ``power_w`` (0.1 W resolution) is the module's own refreshed value. The module recomputes its
-  registers about once per second (UNVERIFIED: no manual states the cadence; client libraries
-  cache for 200 ms-1 s), and the metering chip reports active power averaged over its update,
-  so it is declared ``window_mean`` with ``window_s = 1.0``. Polling faster than 1 s returns
-  repeated values.
+  registers about once per second (UNVERIFIED: the manual states no cadence; users observe about
+  1 s and client libraries cache for 200 ms, see docs/protocols/pzem004t.md#refresh-cadence),
+  and the metering chip reports active power averaged over its update, so it is declared
+  ``window_mean`` with ``window_s = 1.0``. Polling faster than 1 s returns repeated values.
 - ``energy_j`` comes from the 32-bit Wh counter: 1 Wh = 3600 J steps, relative to the first
   reading of the capture, continued across reconnects, and kept continuous (with an ``error``
   count) if the counter goes backwards (an energy reset by someone else, or the manual's
@@ -39,8 +39,8 @@ import serial
 
 from hwval.sources.base import (
     Disconnected, Key, SourceContext, SourceSpec, SourceUnavailable, StreamInfo, TransientError,
-    check_options,
 )
+from hwval.sources.options import DriverOptions, Option
 from hwval.sources.serial import pzem004t_codec as codec
 from hwval.sources.serial.common import RelativeEnergy, is_emulated, require_positive
 from hwval.sources.serial.framing import FrameScanner
@@ -50,12 +50,21 @@ from hwval.sources.serial.port import (
 
 DRIVER = "pzem004t"
 DEFAULT_PERIOD_S = 1.0
-#: UNVERIFIED cadence of the module's register refresh (see module docstring).
+#: UNVERIFIED cadence of the module's register refresh (docs/protocols/pzem004t.md#refresh-cadence).
 MODULE_UPDATE_S = 1.0
 WH_TO_J = 3600.0
 
-OPTIONS = {"address": int, "reset_energy": bool, "timeout_s": float, "retries": int,
-           "baudrate": int, "silence_s": float}
+OPTIONS = DriverOptions(DRIVER, "a PZEM-004T v3.0 module polled over Modbus-RTU (9600 8N1)",
+                        "a serial port (/dev/ttyUSB0)", (
+    Option("address", int, 1, "Modbus slave address (248 = 0xF8 reaches a single module "
+           "whatever its address)", ge=1, le=248),
+    Option("reset_energy", bool, False, "reset the module's energy counter once at the first open"),
+    Option("timeout_s", float, 0.5, "wait this long for each reply", "s", gt=0),
+    Option("retries", int, 1, "failed requests re-sent at once before the poll is a gap", ge=0),
+    Option("baudrate", int, 9600, "line speed (the module's is fixed at 9600)", "baud", gt=0),
+    Option("silence_s", float, 5.0, "nothing parseable for this long is reported as a likely "
+           "wrong baud rate", "s", gt=0),
+))
 
 
 class ExchangeFailed(Exception):
@@ -72,21 +81,19 @@ class Pzem004tSource:
 
     mode = "polled"
 
-    def __init__(self, spec: SourceSpec, options: Mapping[str, Any]) -> None:
+    def __init__(self, spec: SourceSpec, options: Mapping[str, Any] | None = None) -> None:
+        options = OPTIONS.parse(spec) if options is None else options
         self.spec = spec
         self.resource = spec.resource
         self.stream = spec.name
         self.period_s = spec.period_s if spec.period_s is not None else DEFAULT_PERIOD_S
-        self.address = codec.check_address(options.get("address", 1))
-        self.reset_energy = options.get("reset_energy", False)
-        self.timeout_s = options.get("timeout_s", 0.5)
-        self.retries = options.get("retries", 1)
-        self.baudrate = options.get("baudrate", 9600)
-        self.silence_s = options.get("silence_s", 5.0)
-        require_positive(DRIVER, period_s=self.period_s, timeout_s=self.timeout_s,
-                         silence_s=self.silence_s)
-        if self.retries < 0:
-            raise ValueError(f"{DRIVER}: retries must be >= 0, got {self.retries}")
+        self.address = options["address"]
+        self.reset_energy = options["reset_energy"]
+        self.timeout_s = options["timeout_s"]
+        self.retries = options["retries"]
+        self.baudrate = options["baudrate"]
+        self.silence_s = options["silence_s"]
+        require_positive(DRIVER, period_s=self.period_s)
         self.settings = line_settings(self.baudrate)
         self._port = None
         self._ctx: SourceContext | None = None
@@ -137,21 +144,26 @@ class Pzem004tSource:
     # ------------------------------------------------------------------------------ requests
     def _read_identity(self) -> dict[str, Any]:
         """Read holding registers 0x0001 (alarm threshold) and 0x0002 (address): proves the
-        module answers before the capture starts, and records who it is."""
+        module answers before the capture starts, and records who it is. A module silent to
+        that optional read is accepted when it answers the measurement read (0x04)."""
         request = codec.read_registers_request(self.address, codec.READ_HOLDING,
                                                codec.HOLDING_ALARM_THRESHOLD, 2)
         failures: list[ExchangeFailed] = []
-        reply = None
-        for _ in range(max(3, 1 + self.retries)):  # faults at start must not refuse the capture
-            try:
-                reply = self._exchange(request, codec.READ_HOLDING)
-                break
-            except ExchangeFailed as exc:
-                failures.append(exc)
-        if reply is None:
-            raise SourceUnavailable(self._no_answer_message(failures))
+        reply = self._first_reply(request, codec.READ_HOLDING, failures)
         identity: dict[str, Any] = {"model": "PZEM-004T v3.0", "polled_address": self.address,
                                     "line": self.settings}
+        if reply is None and {f.kind for f in failures} <= {"no_reply"}:
+            # The holding registers only say who the module is; readings need the measurement
+            # read (0x04) alone. Silence to 0x03 refuses the module only if 0x04 is silent too.
+            unanswered = len(failures)
+            reply = self._first_reply(codec.read_measurement_request(self.address),
+                                      codec.READ_INPUT, failures)
+            if reply is not None:
+                identity["holding_registers"] = (f"no answer to the 0x03 read ({unanswered} "
+                                                 "tries); the measurement read 0x04 answers")
+                return identity
+        if reply is None:
+            raise SourceUnavailable(self._no_answer_message(failures))
         if isinstance(reply, codec.ExceptionReply):
             # answered, but not these registers: still a Modbus slave; keep what we know
             identity["holding_registers"] = reply.text
@@ -159,6 +171,17 @@ class Pzem004tSource:
             identity["power_alarm_threshold_w"] = reply.registers[0]
             identity["modbus_address"] = reply.registers[1]
         return identity
+
+    def _first_reply(self, request: bytes, function: int,
+                     failures: list[ExchangeFailed]) -> codec.Reply | None:
+        """The first reply to ``request`` in a few tries (faults at start must not refuse the
+        capture); each failed try is appended to ``failures``. ``None``: no try got one."""
+        for _ in range(max(3, 1 + self.retries)):
+            try:
+                return self._exchange(request, function)
+            except ExchangeFailed as exc:
+                failures.append(exc)
+        return None
 
     def _no_answer_message(self, failures: list[ExchangeFailed]) -> str:
         kinds = {f.kind for f in failures}
@@ -290,4 +313,4 @@ def flush_input(port: serial.Serial, resource: str) -> None:
 
 
 def create(spec: SourceSpec) -> Pzem004tSource:
-    return Pzem004tSource(spec, check_options(spec, OPTIONS))
+    return Pzem004tSource(spec, OPTIONS.parse(spec))

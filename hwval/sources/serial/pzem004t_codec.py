@@ -1,6 +1,6 @@
 """Pure Modbus-RTU codec for the Peacefair PZEM-004T v3.0 energy monitor (no I/O).
 
-Frames (PROTOCOLS.md, "PZEM-004T v3.0"; Peacefair PZEM-004T v3.0 communication manual;
+Frames (docs/protocols/pzem004t.md#frames; Peacefair PZEM-004T V3.0 User Manual, 2.2-2.4;
 mandulaj/PZEM-004T-v30; esphome ``pzemac``):
 
 - request  ``addr func start_hi start_lo count_hi count_lo crc_lo crc_hi`` (functions 0x03 read
@@ -169,8 +169,10 @@ def _echo_length(function: int) -> int | None:
 
 
 def _address_matches(byte: int, address: int) -> bool:
-    # A module polled at the general address answers with... its own address or 0xF8: sources
-    # disagree (UNVERIFIED), so accept any unicast address and 0xF8 in that case.
+    # A module polled at the general address answers with 0xF8 as the reply's address (Tasmota
+    # quotes such a reply; docs/protocols/pzem004t.md#reply-address-at-0xf8). Any unicast address
+    # is accepted too: on the single-module bus 0xF8 requires nothing else can answer, and a
+    # module revision that answers with its own address keeps working.
     if address == GENERAL_ADDRESS:
         return 1 <= byte <= MAX_SLAVE_ADDRESS or byte == GENERAL_ADDRESS
     return byte == address
@@ -315,8 +317,9 @@ def _u32(low: int, high: int) -> int:
 def decode_measurement(registers: tuple[int, ...] | list[int]) -> Measurement:
     """Input registers 0x0000..0x0009 -> :class:`Measurement`.
 
-    Scales (PROTOCOLS.md table): voltage 0.1 V, current 0.001 A (32-bit), power 0.1 W (32-bit),
-    energy 1 Wh (32-bit), frequency 0.1 Hz, power factor 0.01, alarm 0xFFFF/0x0000.
+    Scales (docs/protocols/pzem004t.md#input-registers): voltage 0.1 V, current 0.001 A (32-bit),
+    power 0.1 W (32-bit), energy 1 Wh (32-bit), frequency 0.1 Hz, power factor 0.01, alarm
+    0xFFFF/0x0000.
     """
     if len(registers) != MEASUREMENT_COUNT:
         raise ValueError(f"a PZEM measurement is {MEASUREMENT_COUNT} registers, got {len(registers)}")

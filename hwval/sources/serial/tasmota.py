@@ -36,18 +36,34 @@ import serial
 
 from hwval.runfile.schema import EventName
 from hwval.sources.base import (
-    Key, SourceContext, SourceSpec, StreamInfo, TransientError, check_options,
+    Key, SourceContext, SourceSpec, StreamInfo, TransientError,
 )
+from hwval.sources.options import DriverOptions, Option
 from hwval.sources.serial import tasmota_codec as codec
-from hwval.sources.serial.common import RelativeEnergy, is_emulated, require_positive
+from hwval.sources.emulated import says_emulated
+from hwval.sources.serial.common import RelativeEnergy, require_positive
 from hwval.sources.serial.framing import LineBuffer
 from hwval.sources.serial.port import (
     SilenceWatch, bytes_waiting, close_quietly, line_settings, open_serial, read_available, write_all,
 )
 
-OPTIONS = {"baudrate": int, "command": str, "mode": str, "channel": int,
-           "reply_timeout_s": float, "silence_s": float, "stale_s": float}
 COMMANDS = {"status10": ("Status 10", "STATUS10"), "status8": ("Status 8", "STATUS8")}
+OPTIONS = DriverOptions("tasmota", "a Tasmota plug's serial console (Status 10 polls or SENSOR telemetry)",
+                        "a serial port (/dev/ttyUSB0)", (
+    Option("baudrate", int, 115200, "console speed", "baud", gt=0),
+    Option("command", str, "status10", "the poll command (status10 falls back to status8 by "
+           "itself on firmware whose answer has no ENERGY)", choices=tuple(COMMANDS)),
+    Option("mode", str, "poll", "poll: send the command every period_s; sensor: listen to "
+           "tele/SENSOR messages", choices=("poll", "sensor")),
+    Option("channel", int, 0, "1..N reads one channel of a multi-channel plug; 0 sums power, "
+           "current and energy over channels", ge=0),
+    Option("reply_timeout_s", float, None, "wait this long for a poll's answer", "s", gt=0,
+           default_text="min(1, 0.8 x period_s)"),
+    Option("silence_s", float, None, "nothing parseable for this long is a likely wiring or "
+           "baud-rate fault", "s", gt=0, default_text="5 (poll), 3 x period_s (sensor)"),
+    Option("stale_s", float, None, "mode=sensor: no telemetry for this long is a gap", "s", gt=0,
+           default_text="2.5 x period_s"),
+))
 #: keys always declared; others are declared when the plug's first answer has them
 BASE_KEYS = ("power_w", "voltage_v", "current_a", "power_factor")
 KEY_INFO = {
@@ -65,38 +81,28 @@ KEY_INFO = {
 
 
 class TasmotaSource:
-    def __init__(self, spec: SourceSpec) -> None:
-        opts = check_options(spec, OPTIONS)
+    def __init__(self, spec: SourceSpec, options: Mapping[str, Any] | None = None) -> None:
+        opts = OPTIONS.parse(spec) if options is None else options
         self.spec = spec
         self.name = spec.name
         self.resource = spec.resource
-        self.baudrate = opts.get("baudrate", 115200)
-        command = opts.get("command", "status10").lower().replace(" ", "")
-        if command not in COMMANDS:
-            raise ValueError(f"tasmota: option 'command' must be status10 or status8, got {command!r}")
-        self.command, self.reply_name = COMMANDS[command]
-        listen = opts.get("mode", "poll")
-        if listen not in ("poll", "sensor"):
-            raise ValueError(f"tasmota: option 'mode' must be poll or sensor, got {listen!r}")
-        self.listen_sensor = listen == "sensor"
+        self.baudrate = opts["baudrate"]
+        self.command, self.reply_name = COMMANDS[opts["command"]]
+        self.listen_sensor = opts["mode"] == "sensor"
         self.mode = "streaming" if self.listen_sensor else "polled"
         self.period_s = (spec.period_s if spec.period_s is not None
                          else 10.0 if self.listen_sensor else 1.0)
-        self.channel = opts.get("channel", 0)
-        if self.channel < 0:
-            raise ValueError(f"tasmota: option 'channel' must be >= 0 (0 = all), got {self.channel}")
-        require_positive("tasmota", period_s=self.period_s,
-                         reply_timeout_s=opts.get("reply_timeout_s"),
-                         silence_s=opts.get("silence_s"), stale_s=opts.get("stale_s"))
-        if "stale_s" in opts and not self.listen_sensor:
+        self.channel = opts["channel"]
+        require_positive("tasmota", period_s=self.period_s)
+        if opts["stale_s"] is not None and not self.listen_sensor:
             raise ValueError("tasmota: option 'stale_s' applies to mode=sensor only (in poll "
                              "mode every unanswered poll is already a gap)")
         # a missed telemetry message is late by a whole period: wait for 2.5 of them
-        self.stale_s = opts.get("stale_s", 2.5 * self.period_s)
+        self.stale_s = opts["stale_s"] or 2.5 * self.period_s
         self._last_sensor_s = 0.0
-        self.reply_timeout_s = opts.get("reply_timeout_s", min(1.0, 0.8 * self.period_s))
+        self.reply_timeout_s = opts["reply_timeout_s"] or min(1.0, 0.8 * self.period_s)
         default_silence = 3 * self.period_s if self.listen_sensor else 5.0
-        self.silence = SilenceWatch(opts.get("silence_s", default_silence))
+        self.silence = SilenceWatch(opts["silence_s"] or default_silence)
         self.settings = line_settings(self.baudrate)
         self.port: serial.Serial | None = None
         self.lines = LineBuffer()
@@ -114,8 +120,9 @@ class TasmotaSource:
         identity: dict[str, Any] = {"port": self.resource, "settings": self.settings}
         notes: list[str] = []
         fw = self._query("Status 2", lambda m: m.name == "STATUS2")
+        firmware = codec.firmware_identity(fw.payload) if fw is not None else {}
         if fw is not None:
-            identity.update(codec.firmware_identity(fw.payload))
+            identity.update(firmware)
         else:
             notes.append("no answer to 'Status 2' at open: firmware version unknown")
         for setting in ("WattRes", "EnergyRes"):
@@ -137,7 +144,7 @@ class TasmotaSource:
         return [StreamInfo(
             name=self.name, kind="hardware", driver="tasmota", resource=self.resource,
             scope="wall", period_s=self.period_s, keys=tuple(KEY_INFO[k] for k in self.keys),
-            identity=identity, emulated=is_emulated(self.resource), notes=tuple(notes))]
+            identity=identity, emulated=says_emulated(firmware.values()), notes=tuple(notes))]
 
     def close(self) -> None:
         close_quietly(self.port)
@@ -273,4 +280,4 @@ class TasmotaSource:
 
 
 def create(spec: SourceSpec) -> TasmotaSource:
-    return TasmotaSource(spec)
+    return TasmotaSource(spec, OPTIONS.parse(spec))

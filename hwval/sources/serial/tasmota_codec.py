@@ -1,6 +1,6 @@
 """Pure codec of the Tasmota serial console: log lines, published messages, ENERGY objects.
 
-Facts (PROTOCOLS.md "Tasmota serial console"; sources: arendst/Tasmota support.ino (AddLog,
+Facts (docs/protocols/tasmota.md; sources: arendst/Tasmota support.ino (AddLog,
 the ``HH:MM:SS.mmm`` prefix and SetOption130 heap), support_tasmota.ino / support_command.ino
 (``CMD:`` echo, ``MQT:``/``RSL:`` publishing, ``(retained)``), xdrv_03_energy.ino (ENERGY key
 order, resolutions, arrays for multi-channel plugs); tasmota/docs Commands.md):

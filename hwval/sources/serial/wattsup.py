@@ -20,20 +20,32 @@ mean over the interval (``window_mean``, window = interval), ``energy_j`` its cu
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Mapping
 
 import serial
 
 from hwval.sources.base import (
-    Key, SourceContext, SourceSpec, StreamInfo, TransientError, check_options,
+    Key, SourceContext, SourceSpec, StreamInfo, TransientError,
 )
+from hwval.sources.options import DriverOptions, Option
 from hwval.sources.serial import wattsup_codec as codec
-from hwval.sources.serial.common import RelativeEnergy, is_emulated, require_positive
+from hwval.sources.emulated import says_emulated
+from hwval.sources.serial.common import RelativeEnergy, require_positive
 from hwval.sources.serial.port import (
     SilenceWatch, close_quietly, line_settings, open_serial, read_available, write_all,
 )
 
-OPTIONS = {"baudrate": int, "interval_s": int, "silence_s": float, "stale_s": float}
+OPTIONS = DriverOptions("wattsup", "a Watts Up? PRO/.net meter logging over its serial/USB line",
+                        "a serial port (/dev/ttyUSB0)", (
+    Option("baudrate", int, 115200, "line speed (the meter's is fixed at 115200 8N1)", "baud", gt=0),
+    Option("interval_s", int, None, "logging interval sent in #L,W,3,E,,<interval>; (whole "
+           "seconds)", "s", ge=1,
+           default_text="period_s, else 1"),
+    Option("silence_s", float, 5.0, "nothing parseable for this long is a likely wiring or "
+           "baud-rate fault", "s", gt=0),
+    Option("stale_s", float, None, "no record for this long is a gap", "s", gt=0,
+           default_text="max(2, 3 x interval_s)"),
+))
 #: the meter answers within 2 s (protocol rev 1.8)
 ANSWER_TIMEOUT_S = 2.0
 
@@ -41,12 +53,11 @@ ANSWER_TIMEOUT_S = 2.0
 class WattsUpSource:
     mode = "streaming"
 
-    def __init__(self, spec: SourceSpec) -> None:
-        opts = check_options(spec, OPTIONS)
+    def __init__(self, spec: SourceSpec, options: Mapping[str, Any] | None = None) -> None:
+        opts = OPTIONS.parse(spec) if options is None else options
         self.name, self.resource = spec.name, spec.resource
-        self.baudrate = opts.get("baudrate", 115200)
-        require_positive("wattsup", period_s=spec.period_s, silence_s=opts.get("silence_s"),
-                         stale_s=opts.get("stale_s"))
+        self.baudrate = opts["baudrate"]
+        require_positive("wattsup", period_s=spec.period_s)
         # the meter logs in whole seconds: a configured period_s is the logging interval unless
         # interval_s says otherwise (never silently ignored)
         default_interval = 1
@@ -55,13 +66,10 @@ class WattsUpSource:
                 raise ValueError(f"wattsup: period_s must be whole seconds (the meter logs at "
                                  f"1 s steps), got {spec.period_s}")
             default_interval = int(spec.period_s)
-        self.interval_s = opts.get("interval_s", default_interval)
-        if self.interval_s < 1:
-            raise ValueError(f"wattsup: option 'interval_s' must be a whole number >= 1, "
-                             f"got {self.interval_s}")
+        self.interval_s = opts["interval_s"] or default_interval
         self.period_s = float(self.interval_s)
-        self.stale_s = opts.get("stale_s", max(2.0, 3.0 * self.interval_s))
-        self.silence = SilenceWatch(opts.get("silence_s", 5.0))
+        self.stale_s = opts["stale_s"] or max(2.0, 3.0 * self.interval_s)
+        self.silence = SilenceWatch(opts["silence_s"])
         self.settings = line_settings(self.baudrate)
         self.port: serial.Serial | None = None
         self.packets = codec.PacketBuffer()
@@ -78,8 +86,9 @@ class WattsUpSource:
         identity: dict[str, Any] = {"port": self.resource, "settings": self.settings}
         notes = []
         version = self._ask(b"#V,R,0;", "v")
+        device_says = codec.decode_version(version) if version is not None else {}
         if version is not None:
-            identity.update(codec.decode_version(version))
+            identity.update(device_says)
         else:
             notes.append("no answer to #V,R,0; at open: meter version unknown")
         header = self._ask(b"#H,R,0;", "h")
@@ -102,7 +111,7 @@ class WattsUpSource:
                 Key("apparent_power_va", "VA", "window_mean", float(self.interval_s)))
         return [StreamInfo(name=self.name, kind="hardware", driver="wattsup",
                            resource=self.resource, scope="wall", period_s=self.period_s,
-                           keys=keys, identity=identity, emulated=is_emulated(self.resource),
+                           keys=keys, identity=identity, emulated=says_emulated(device_says.values()),
                            notes=tuple(notes))]
 
     def close(self) -> None:
@@ -178,4 +187,4 @@ class WattsUpSource:
 
 
 def create(spec: SourceSpec) -> WattsUpSource:
-    return WattsUpSource(spec)
+    return WattsUpSource(spec, OPTIONS.parse(spec))

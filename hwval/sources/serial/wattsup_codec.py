@@ -1,8 +1,10 @@
 """Pure codec of the Watts Up? PRO / .NET serial protocol (rev 1.8).
 
-Facts (PROTOCOLS.md "Watts Up? PRO"; sources: energymon/energymon wattsup (Communications
-Protocol rev 1.8 PDF); client code in the wild agrees on ``#V,R,0;`` answering
-``#v,-,8,<model>,<memory>,<hw major>,<hw minor>,<fw major>,<fw minor>,<fw timestamp>,<checksum>;``):
+Facts (docs/protocols/wattsup.md; sources: Electronic Educational Devices, Watts Up?
+Communications Protocol rev 1.8, as read by energymon/energymon wattsup; the ``#V,R,0;`` answer
+``#v,-,8,<model>,<memory>,<hw major>,<hw minor>,<fw major>,<fw minor>,<fw timestamp>,<checksum>;``
+is corroborated by a reader written from that document, not read in it: see
+docs/protocols/wattsup.md#version-reply):
 
 * packets ``#<Cmd>,<Sub>,<N>,<arg1>,...,<argN>;``; text outside packets is ignored (banners);
   CR, LF and TAB inside a packet are ignored; unlogged fields are ``_``;
@@ -149,7 +151,10 @@ def decode_version(packet: Packet) -> dict[str, str]:
         raise WattsupDecodeError(f"not a version answer: #{packet.command}")
     names = ("model", "memory", "hw_major", "hw_minor", "fw_major", "fw_minor", "fw_timestamp",
              "checksum")
-    return {n: v for n, v in zip(names, packet.fields)}
+    out = {n: v for n, v in zip(names, packet.fields)}
+    if len(packet.fields) > len(names):  # kept, not dropped: an emulator identifies itself here
+        out["extra"] = ",".join(packet.fields[len(names):])
+    return out
 
 
 # ---- encoders (emulator; round-trip tests) ----------------------------------------------------

@@ -29,16 +29,22 @@ what ``CHAN1:MEAS:DATA?`` returns; ranges under ``CHAN<n>:ACQ:VOLT|CURR:RANG[:AU
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from typing import Any, Mapping
 
 from hwval.sources.base import (Key, SourceContext, SourceSpec, SourceUnavailable,
-                                StreamInfo, check_options)
+                                StreamInfo)
+from hwval.sources.options import DriverOptions, Option
 from hwval.sources.visa.codec import MalformedReply, format_number, parse_numbers, power_uncertainty_w
 from hwval.sources.visa.scpi import COMMON_OPTIONS, ScpiSession
 
-OPTIONS: dict[str, type | tuple[type, ...]] = {
-    **COMMON_OPTIONS, "ranging": str, "voltage_range_v": float, "current_range_a": float,
-}
+OPTIONS = DriverOptions("hmc8015", "a Rohde & Schwarz HMC8015 power analyzer over VISA (SCPI)",
+                        "a VISA resource (TCPIP::10.0.0.6::5025::SOCKET, USB0::...)", (
+    *COMMON_OPTIONS,
+    Option("ranging", str, "auto", "auto: autorange; fixed: the given ranges",
+           choices=("auto", "fixed")),
+    Option("voltage_range_v", float, None, "ranging=fixed: voltage range", "V", gt=0),
+    Option("current_range_a", float, None, "ranging=fixed: current range", "A", gt=0),
+))
 #: Stream keys in cell order; the functions come from the profile's [hmc8015] table.
 CELL_KEYS = ("power_w", "voltage_v", "current_a", "power_factor", "voltage_range_v", "current_range_a")
 DEFAULT_FUNCTIONS = {"power_w": "P", "voltage_v": "URMS", "current_a": "IRMS", "power_factor": "LAMBda",
@@ -48,14 +54,12 @@ DEFAULT_FUNCTIONS = {"power_w": "P", "voltage_v": "URMS", "current_a": "IRMS", "
 class Hmc8015Source:
     mode = "polled"
 
-    def __init__(self, spec: SourceSpec) -> None:
-        opts = check_options(spec, OPTIONS)
+    def __init__(self, spec: SourceSpec, options: Mapping[str, Any] | None = None) -> None:
+        opts = OPTIONS.parse(spec) if options is None else options
         self.spec, self.name = spec, spec.name
         self.session = ScpiSession("hmc8015", spec.resource, opts)
-        self.ranging = str(opts.get("ranging", "auto")).lower()
-        if self.ranging not in ("auto", "fixed"):
-            raise ValueError(f"hmc8015: ranging must be auto or fixed, got {self.ranging!r}")
-        self.fixed = (opts.get("voltage_range_v"), opts.get("current_range_a"))
+        self.ranging = opts["ranging"]
+        self.fixed = (opts["voltage_range_v"], opts["current_range_a"])
         if (self.ranging == "fixed") != (None not in self.fixed):
             raise ValueError("hmc8015: ranging=fixed needs voltage_range_v=V and current_range_a=A "
                              "(and those two need ranging=fixed)")
@@ -145,4 +149,4 @@ class Hmc8015Source:
 
 
 def create(spec: SourceSpec) -> Hmc8015Source:
-    return Hmc8015Source(spec)
+    return Hmc8015Source(spec, OPTIONS.parse(spec))

@@ -25,18 +25,28 @@ Sources: Keysight N6705C user's guide and programming guide (array measurements,
 from __future__ import annotations
 
 import time
+from typing import Any, Mapping
 
 import numpy as np
 
 from hwval.sources.base import (Key, SourceContext, SourceSpec, SourceUnavailable,
-                                StreamInfo, check_options)
+                                StreamInfo)
+from hwval.sources.options import DriverOptions, Option
 from hwval.sources.visa.codec import (MalformedReply, decode_real32, format_number, parse_definite_block,
-                                      parse_number, parse_numbers, power_uncertainty_w)
+                                      parse_number, parse_numbers)
 from hwval.sources.visa.scpi import COMMON_OPTIONS, ScpiSession
 
-OPTIONS: dict[str, type | tuple[type, ...]] = {
-    **COMMON_OPTIONS, "channel": int, "points": int, "interval_s": float, "format": str, "vi": bool,
-}
+OPTIONS = DriverOptions("n6705", "a Keysight N6705C DC power analyzer's array measurements over VISA",
+                        "a VISA resource (TCPIP::10.0.0.9::5025::SOCKET)", (
+    *COMMON_OPTIONS,
+    Option("channel", int, 1, "module channel to digitize", ge=1, le=4),
+    Option("points", int, 1000, "samples per acquisition", ge=1),
+    Option("interval_s", float, None, "sample interval (the module rounds it to its time base)",
+           "s", gt=0, default_text="the profile's"),
+    Option("format", str, "ascii", "reply format: ascii, or real (IEEE 754 binary blocks)",
+           choices=("ascii", "real")),
+    Option("vi", bool, False, "also fetch the same acquisition's voltage and current"),
+))
 
 
 def sample_times_ns(receipt_ns: int, n: int, interval_s: float) -> np.ndarray:
@@ -44,26 +54,26 @@ def sample_times_ns(receipt_ns: int, n: int, interval_s: float) -> np.ndarray:
     return receipt_ns - np.round((n - 1 - np.arange(n)) * interval_s * 1e9).astype(np.int64)
 
 
+def _uncertainty_w(power_w: np.ndarray, power_range_w: float, pct_reading: float,
+                   pct_range: float) -> np.ndarray:
+    """:func:`hwval.sources.visa.codec.power_uncertainty_w` over an array, bit for bit (the same float operations in the
+    same order; NaN where the power is not finite)."""
+    out = np.abs(power_w) * pct_reading / 100.0 + power_range_w * pct_range / 100.0
+    return np.where(np.isfinite(power_w), out, np.nan)
+
+
 class N6705Source:
     mode = "streaming"
 
-    def __init__(self, spec: SourceSpec) -> None:
-        opts = check_options(spec, OPTIONS)
+    def __init__(self, spec: SourceSpec, options: Mapping[str, Any] | None = None) -> None:
+        opts = OPTIONS.parse(spec) if options is None else options
         self.spec, self.name = spec, spec.name
         self.session = ScpiSession("n6705", spec.resource, opts)
-        self.channel = int(opts.get("channel", 1))
-        if not 1 <= self.channel <= 4:
-            raise ValueError(f"n6705: channel must be 1..4, got {self.channel}")
-        self.points = int(opts.get("points", 1000))
-        if self.points < 1:
-            raise ValueError(f"n6705: points must be >= 1, got {self.points}")
-        self.interval_s: float | None = opts.get("interval_s")
-        if self.interval_s is not None and self.interval_s <= 0:
-            raise ValueError(f"n6705: interval_s must be > 0 s, got {self.interval_s}")
-        self.format = str(opts.get("format", "ascii")).lower()
-        if self.format not in ("ascii", "real"):
-            raise ValueError(f"n6705: format must be ascii or real, got {self.format!r}")
-        self.vi = bool(opts.get("vi", False))
+        self.channel = opts["channel"]
+        self.points = opts["points"]
+        self.interval_s: float | None = opts["interval_s"]
+        self.format = opts["format"]
+        self.vi = opts["vi"]
         self.period_s = self.interval_s
         self.ctx: SourceContext | None = None
         #: Acquisitions emitted since creation (for benchmarks).
@@ -139,18 +149,13 @@ class N6705Source:
             power = arrays["power_w"]
             bad = ~np.isfinite(power)
             if bad.any():
-                ctx.count_error(self.name, "overload", f"{int(bad.sum())} samples over range or without data")
+                ctx.count_error(self.name, "overload", f"{int(bad.sum())} sample(s) over range or without data")
                 arrays = {k: np.where(np.isfinite(a), a, np.nan) for k, a in arrays.items()}
             times = sample_times_ns(receipt_ns, self.points, self.interval_s)
-            for i, t_ns in enumerate(times.tolist()):
-                p = float(arrays["power_w"][i])
-                values = {"power_w": p,
-                          "power_uncertainty_w": power_uncertainty_w(
-                              p, power_range_w, profile.power_pct_reading, profile.power_pct_range)}
-                if self.vi:
-                    values["voltage_v"] = float(arrays["voltage_v"][i])
-                    values["current_a"] = float(arrays["current_a"][i])
-                ctx.emit(self.name, values, t_ns=t_ns)
+            # one block per acquisition: the arrays as they came, no dict per sample
+            arrays["power_uncertainty_w"] = _uncertainty_w(
+                arrays["power_w"], power_range_w, profile.power_pct_reading, profile.power_pct_range)
+            ctx.emit_block(self.name, times, arrays)
             if bad.any():
                 self.session.surface_errors("overload")
 
@@ -159,5 +164,5 @@ class N6705Source:
 
 
 def create(spec: SourceSpec) -> N6705Source:
-    return N6705Source(spec)
+    return N6705Source(spec, OPTIONS.parse(spec))
 

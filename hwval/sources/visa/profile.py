@@ -1,6 +1,7 @@
 """Instrument profiles: the data that makes one analyzer model differ from another.
 
-A profile is a TOML file in ``firmware_configs/scpi/`` (see the README there): which ``*IDN?``
+A profile is a TOML file shipped in the package, ``hwval/sources/visa/profiles/`` (see the README
+there), read with :mod:`importlib.resources` so an installed wheel finds it: which ``*IDN?``
 answers it matches, the setup sequence, the error-queue query, update intervals, ranges and the
 accuracy spec used for the per-sample uncertainty. A new model of a known family is a new
 profile, not new code. Drivers pick the profile whose identity patterns match the instrument's
@@ -12,16 +13,20 @@ from __future__ import annotations
 import re
 import tomllib
 from dataclasses import dataclass, field
+from importlib.abc import Traversable
+from importlib.resources import files
 from pathlib import Path
 from typing import Any, Mapping
 
-import hwval
 from hwval.sources.visa.codec import Identity
 
+#: Where the profile format is described (a file of the package's source tree).
+FORMAT_DOC = "hwval/sources/visa/profiles/README.md"
 
-def profile_dir() -> Path:
-    """``firmware_configs/scpi`` of the source tree (hwval is installed editable)."""
-    return Path(hwval.__file__).resolve().parents[1] / "firmware_configs" / "scpi"
+
+def profile_dir() -> Traversable:
+    """The shipped profiles: package data of ``hwval.sources.visa`` (works from a wheel)."""
+    return files("hwval.sources.visa") / "profiles"
 
 
 class ProfileError(ValueError):
@@ -30,7 +35,7 @@ class ProfileError(ValueError):
 
 @dataclass(frozen=True)
 class Profile:
-    path: Path
+    path: Path | Traversable
     driver: str
     name: str
     scope: str
@@ -65,7 +70,7 @@ def _get(path: Path, table: Mapping[str, Any], dotted: str, kind: type | tuple[t
         if not isinstance(node, Mapping) or part not in node:
             if default is not ...:
                 return default
-            raise ProfileError(f"{path}: missing key {dotted!r}; see firmware_configs/scpi/README.md")
+            raise ProfileError(f"{path}: missing key {dotted!r}; see {FORMAT_DOC}")
         node = node[part]
     if kind is float and isinstance(node, int) and not isinstance(node, bool):
         node = float(node)
@@ -79,9 +84,10 @@ def _get(path: Path, table: Mapping[str, Any], dotted: str, kind: type | tuple[t
     return node
 
 
-def load_profile(path: str | Path) -> Profile:
-    """Read and check one profile file."""
-    path = Path(path)
+def load_profile(path: str | Path | Traversable) -> Profile:
+    """Read and check one profile file (a path, or a shipped resource)."""
+    if isinstance(path, str):
+        path = Path(path)
     try:
         with path.open("rb") as fh:
             data = tomllib.load(fh)
@@ -122,14 +128,14 @@ def load_profile(path: str | Path) -> Profile:
     return profile
 
 
-def load_profiles(driver: str, directory: Path | None = None) -> list[Profile]:
+def load_profiles(driver: str, directory: Path | Traversable | None = None) -> list[Profile]:
     """Every profile in ``directory`` (default :func:`profile_dir`) for ``driver``."""
     directory = directory or profile_dir()
     if not directory.is_dir():
-        raise ProfileError(f"profile directory {directory} is missing (is hwval installed from its "
-                           "source tree with 'pip install -e .'?); or pass profile=PATH")
-    profiles = [p for p in (load_profile(f) for f in sorted(directory.glob("*.toml")))
-                if p.driver == driver]
+        raise ProfileError(f"profile directory {directory} is missing (an incomplete install of "
+                           "hwval: reinstall it); or pass profile=PATH")
+    found = sorted((f for f in directory.iterdir() if f.name.endswith(".toml")), key=lambda f: f.name)
+    profiles = [p for p in (load_profile(f) for f in found) if p.driver == driver]
     if not profiles:
         raise ProfileError(f"no profile for driver {driver!r} in {directory}; pass profile=PATH")
     return profiles

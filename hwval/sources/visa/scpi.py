@@ -20,10 +20,13 @@ Sources: pyvisa/pyvisa-py ``tcpip.py``; pyvisa/pyvisa-sim docs.
 from __future__ import annotations
 
 import logging
+import socket
 from pathlib import Path
 from typing import Any
 
 from hwval.sources.base import Disconnected, SourceContext, SourceUnavailable, TransientError
+from hwval.sources.emulated import says_emulated
+from hwval.sources.options import Option
 from hwval.sources.visa.codec import Identity, MalformedReply, parse_error, parse_idn
 from hwval.sources.visa.profile import Profile, ProfileError, select_profile
 
@@ -35,12 +38,14 @@ MAX_QUEUED_ERRORS = 32
 #: left half-read in the socket would be taken as the answer to every later query.
 MAX_MALFORMED = 3
 
-#: Options every VISA driver accepts (merged into each driver's own table).
-COMMON_OPTIONS: dict[str, type | tuple[type, ...]] = {
-    "backend": str,
-    "profile": str,
-    "timeout_s": float,
-}
+#: Options every VISA driver accepts (put first in each driver's own declarations).
+COMMON_OPTIONS = (
+    Option("backend", str, "@py", "pyvisa backend: @py (pyvisa-py), sim (the shipped pyvisa-sim "
+           "definition), PATH@sim (a pyvisa-sim YAML), or what pyvisa's ResourceManager takes"),
+    Option("profile", str, "", "SCPI profile TOML to use instead of the one *IDN? selects",
+           default_text="chosen from *IDN?"),
+    Option("timeout_s", float, 2.0, "wait this long for each reply", "s", gt=0),
+)
 
 
 def sim_definition(driver: str) -> Path:
@@ -60,6 +65,20 @@ def resolve_backend(backend: str, driver: str) -> str:
             raise SourceUnavailable(f"{driver}: pyvisa-sim definition {path} does not exist "
                                     f"(backend={backend}); use backend=sim for the shipped one")
     return backend
+
+
+def unresolvable_host(resource: str) -> str | None:
+    """For a ``TCPIP`` resource whose host is neither an IP address nor a name this machine can
+    resolve, the reason in words; ``None`` otherwise (other resource types, or a good host)."""
+    parts = resource.split("::")
+    if len(parts) < 2 or not parts[0].upper().startswith("TCPIP"):
+        return None
+    host = parts[1]
+    try:
+        socket.getaddrinfo(host, None)
+    except (socket.gaierror, UnicodeError) as exc:
+        return f"host {host!r} is not an IP address or a name this machine resolves ({exc})"
+    return None
 
 
 class ScpiTransport:
@@ -90,6 +109,12 @@ class ScpiTransport:
                 timeout=int(self.timeout_s * 1000))
         except Exception as exc:  # pyvisa raises VisaIOError, OSError or ValueError by backend
             self.close()
+            bad_host = unresolvable_host(self.resource) if self.backend == "@py" else None
+            if bad_host:
+                # pyvisa-py reports an unresolvable host as "Bad file descriptor": say what it is
+                raise SourceUnavailable(
+                    f"{self.driver}: cannot open {self.resource}: {bad_host}; fix the address "
+                    "(TCPIP::<ip or host>::INSTR, or TCPIP::<ip>::<port>::SOCKET)") from None
             raise SourceUnavailable(
                 f"{self.driver}: cannot open {self.resource} ({self.backend}): {exc}; check the "
                 "instrument is on and reachable at that address (or start "
@@ -167,13 +192,11 @@ class ScpiSession:
     def __init__(self, driver: str, resource: str, options: dict[str, Any]) -> None:
         self.driver = driver
         self.resource = resource
-        self.backend = resolve_backend(str(options.get("backend", "@py")), driver)
-        self.profile_override = options.get("profile")
+        self.backend = resolve_backend(options["backend"], driver)
+        self.profile_override = options["profile"] or None
         if self.profile_override and not Path(self.profile_override).is_file():
             raise ValueError(f"{driver}: profile={self.profile_override} does not exist")
-        self.timeout_s = float(options.get("timeout_s", 2.0))
-        if self.timeout_s <= 0:
-            raise ValueError(f"{driver}: timeout_s must be > 0 s, got {self.timeout_s}")
+        self.timeout_s = options["timeout_s"]
         self.transport = ScpiTransport(resource, self.backend, self.timeout_s, driver)
         self.identity: Identity | None = None
         self.profile: Profile | None = None
@@ -183,7 +206,10 @@ class ScpiSession:
 
     @property
     def emulated(self) -> bool:
-        return self.backend.endswith("@sim") or "127.0.0.1" in self.resource
+        """From what the instrument said it is (``*IDN?``), never from its address: a real
+        analyzer behind an SSH tunnel on 127.0.0.1 is real. ``False`` before :meth:`connect`."""
+        return self.identity is not None and says_emulated(
+            (self.identity.manufacturer, self.identity.model, self.identity.serial, self.identity.firmware))
 
     def connect(self, ctx: SourceContext, stream: str) -> Profile:
         """Open, check the identity, pick the profile; errors name what answered."""

@@ -3,7 +3,7 @@ reference analyzer, driven the way the MLPerf tooling drives it.
 
 ``-m 'wt300:TCPIP::10.0.0.5::INSTR?update_s=0.25&ranging=pass&integrate=true'``
 
-Sequence at open: ``*IDN?`` (must match a ``wt300`` profile in ``firmware_configs/scpi``), the
+Sequence at open: ``*IDN?`` (must match a ``wt300`` profile in ``hwval/sources/visa/profiles``), the
 profile's setup (``*CLS``, ``:STAT:QMES ON``, ``:COMM:HEAD OFF``, ``:COMM:VERB ON``,
 ``:SYST:COMM:COMM WT300``, ``:NUM:FORM ASCII``), ``:NUM:NORM:NUM n`` and
 ``:NUM:NORM:ITEM<x> <func>,<elem>`` for U, I, P (and WH when integrating), the update rate
@@ -49,23 +49,30 @@ import time
 from typing import Any, Mapping
 
 from hwval.sources.base import (Key, SourceContext, SourceError, SourceSpec, SourceUnavailable,
-                                StreamInfo, check_options)
+                                StreamInfo)
+from hwval.sources.options import DriverOptions, Option
 from hwval.sources.visa.codec import (MalformedReply, format_number, parse_number, parse_numbers,
                                       pick_range, power_uncertainty_w)
 from hwval.sources.visa.scpi import COMMON_OPTIONS, ScpiSession
 from hwval.runfile.schema import EventName
 
-OPTIONS: dict[str, type | tuple[type, ...]] = {
-    **COMMON_OPTIONS,
-    "update_s": float,
-    "element": (int, str),
-    "integrate": bool,
-    "ranging": str,
-    "ranging_s": float,
-    "voltage_range_v": float,
-    "current_range_a": float,
-}
 RANGING_MODES = ("auto", "fixed", "pass")
+OPTIONS = DriverOptions("wt300", "a Yokogawa WT300/WT300E power analyzer over VISA (SCPI)",
+                        "a VISA resource (TCPIP::10.0.0.5::INSTR, USB0::...)", (
+    *COMMON_OPTIONS,
+    Option("update_s", float, None, "update interval to set (one of the profile's)", "s", gt=0,
+           default_text="the profile's"),
+    Option("element", str, "1", "input element to read (SIGMA: the sum)",
+           choices=("1", "2", "3", "SIGMA")),
+    Option("integrate", bool, False, "reset and start the instrument's integrator, report "
+           "energy_j from it, and record its own total at the end"),
+    Option("ranging", str, "auto", "auto: autorange; fixed: the given ranges; pass: autorange for "
+           "ranging_s, then fix the smallest ranges above the peaks seen (current x 1.1)",
+           choices=RANGING_MODES),
+    Option("ranging_s", float, 10.0, "ranging=pass: length of the ranging run", "s", gt=0),
+    Option("voltage_range_v", float, None, "ranging=fixed: voltage range", "V", gt=0),
+    Option("current_range_a", float, None, "ranging=fixed: current range", "A", gt=0),
+))
 #: MLPerf practice: current range at least 1.1 x the largest current seen in the ranging run.
 CURRENT_HEADROOM = 1.1
 
@@ -73,29 +80,22 @@ CURRENT_HEADROOM = 1.1
 class Wt300Source:
     mode = "polled"
 
-    def __init__(self, spec: SourceSpec) -> None:
-        opts = check_options(spec, OPTIONS)
+    def __init__(self, spec: SourceSpec, options: Mapping[str, Any] | None = None) -> None:
+        opts = OPTIONS.parse(spec) if options is None else options
         self.spec = spec
         self.name = spec.name
         self.session = ScpiSession("wt300", spec.resource, opts)
-        self.update_s: float | None = opts.get("update_s")
-        element = str(opts.get("element", 1)).upper()
-        if element not in ("1", "2", "3", "SIGMA"):
-            raise ValueError(f"wt300: element must be 1, 2, 3 or SIGMA, got {element!r}")
-        self.element = element
-        self.integrate = bool(opts.get("integrate", False))
-        self.ranging = str(opts.get("ranging", "auto")).lower()
-        if self.ranging not in RANGING_MODES:
-            raise ValueError(f"wt300: ranging must be one of {', '.join(RANGING_MODES)}, got {self.ranging!r}")
-        self.fixed_v = opts.get("voltage_range_v")
-        self.fixed_a = opts.get("current_range_a")
+        self.update_s: float | None = opts["update_s"]
+        self.element = opts["element"]
+        self.integrate = opts["integrate"]
+        self.ranging = opts["ranging"]
+        self.fixed_v = opts["voltage_range_v"]
+        self.fixed_a = opts["current_range_a"]
         if self.ranging == "fixed" and (self.fixed_v is None or self.fixed_a is None):
             raise ValueError("wt300: ranging=fixed needs voltage_range_v=V and current_range_a=A")
         if self.ranging != "fixed" and (self.fixed_v is not None or self.fixed_a is not None):
             raise ValueError("wt300: voltage_range_v/current_range_a need ranging=fixed")
-        self.ranging_s = float(opts.get("ranging_s", 10.0))
-        if self.ranging_s <= 0:
-            raise ValueError(f"wt300: ranging_s must be > 0 s, got {self.ranging_s}")
+        self.ranging_s = opts["ranging_s"]
         self.period_s = spec.period_s
         self.ctx: SourceContext | None = None
         # State that survives a reconnect (the instrument keeps integrating meanwhile).
@@ -363,4 +363,4 @@ def _finite(value: float) -> float:
 
 
 def create(spec: SourceSpec) -> Wt300Source:
-    return Wt300Source(spec)
+    return Wt300Source(spec, OPTIONS.parse(spec))

@@ -25,6 +25,7 @@ from unittest import mock
 import pynvml
 
 from hwval.benchmodel import Bench, MeterModel, PowerProfile
+from hwval.sources.emulated import EMULATOR_MARK
 
 
 @dataclass
@@ -63,7 +64,8 @@ class SimNvml:
     gpus: list[SimGpu]
     profile: PowerProfile = field(default_factory=lambda: PowerProfile.parse("steps"))
     t0_ns: int = field(default_factory=time.monotonic_ns)
-    driver_version: str = "560.35.03"
+    #: the simulated driver says it is one (hwval.sources.emulated): its GPUs are recorded as emulated
+    driver_version: str = f"560.35.03 {EMULATOR_MARK}"
     #: NVML error code ``nvmlInit`` fails with (``NVML_ERROR_LIBRARY_NOT_FOUND``: no driver).
     init_error: int | None = None
 

@@ -1,0 +1,21 @@
+"""How a driver tells an hwval emulator from a real meter: by what the device says it is.
+
+Every emulator puts :data:`EMULATOR_MARK` into the identity the protocol lets a device report
+(``*IDN?`` serial field of the SCPI analyzers, the ``Hardware`` field of a Tasmota ``Status 2``
+answer, a trailing field of the Watts Up? ``#v`` answer). Drivers set ``StreamInfo.emulated``
+from the identity they read, never from the address: a real analyzer reached through an SSH
+tunnel on 127.0.0.1 is not an emulator, and an emulator cannot pass for the instrument whose
+identity it imitates (a calibration record keyed by that identity would be filed under it).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+#: The text every emulator's identity carries (a real meter's never does).
+EMULATOR_MARK = "HWVAL-EMULATOR"
+
+
+def says_emulated(fields: Iterable[Any]) -> bool:
+    """True when any of the identity ``fields`` the device reported contains the mark."""
+    return any(EMULATOR_MARK in str(field) for field in fields)
