@@ -135,6 +135,12 @@ def test_sigint_ends_the_run_cleanly(tmp_path):
         assert names[0] == "workload_start" and names[-1] == "workload_end"
         assert run.events[-1].detail["exit_code"] == 130
         assert len(run.stream("syn").t) > 50
+        # stopped by the operator, through the workload: not a run that ran its course
+        assert run.stop_reason == "stopped by SIGINT (forwarded to the workload)"
+        (sig,) = [e for e in run.events if e.name == "signal"]
+        assert sig.detail == {"signal": "SIGINT", "action": "forwarded to the workload"}
+    info = run_hwval("info", str(out))
+    assert "complete: yes (stopped early: stopped by SIGINT (forwarded to the workload))" in info.stdout
 
 
 def test_sigint_ends_a_duration_capture(tmp_path):

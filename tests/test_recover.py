@@ -220,3 +220,16 @@ def test_recover_of_a_malformed_file_without_journal_is_one_line(tmp_path, case)
     assert res.exit_code == 2 and isinstance(res.exception, SystemExit)
     (line,) = res.stderr.strip().splitlines()
     assert "no crash journal" in line and (needle in line or case == "detail not JSON")
+
+
+def test_recover_keeps_the_mark_counts_of_the_journal_stop_and_skips_crafted_ones(tmp_path):
+    out = tmp_path / "run.h5"
+    docs = documents(n=50)
+    write_journal(out, docs[:-1] + [Stop(exit_code=0, complete=True, marks_lost=3, marks_refused=1)])
+    journal_path(out).write_bytes(journal_path(out).read_bytes()
+                                  + _record({"type": "stop", "exit_code": 0, "complete": True, "marks_lost": -5}))
+    res = _recover(out)
+    assert res.exit_code == 0, res.output
+    assert "skipped 1 damaged journal record" in res.output
+    with open_run(out) as run:
+        assert run.marks_lost == 3 and run.marks_refused == 1 and run.complete

@@ -36,7 +36,7 @@ _JOURNAL = journal_path(_TEMPLATES / "j.h5").read_bytes()
 OBJECTS = ["/", "/streams", "/streams/wall", "/streams/gpu", "/streams/wall/t", "/streams/wall/power_w",
            "/events", "/events/t", "/events/name", "/events/detail"]
 ATTRS = ["schema_version", "command", "config", "exit_code", "complete", "hostname", "origin_monotonic_ns",
-         "stop_reason", "marks_lost", "recovered", "kind", "period_s", "emulated", "identity", "notes",
+         "stop_reason", "marks_lost", "marks_refused", "recovered", "kind", "period_s", "emulated", "identity", "notes",
          "error_counts", "dropped_readings", "unit", "run_id", "\x1b[31mx"]
 
 def texts(max_size: int):

@@ -49,6 +49,7 @@ MALFORMED = {
     "hostname missing": (_del("/", "hostname"), "/ attribute 'hostname' is missing"),
     "origin text": (_set("/", "origin_monotonic_ns", "soon"), "'origin_monotonic_ns' is 'soon', expected an integer"),
     "marks_lost negative": (_set("/", "marks_lost", -3), "'marks_lost' is negative"),
+    "marks_refused text": (_set("/", "marks_refused", "2"), "'marks_refused' is '2', expected an integer"),
     "streams a dataset": (_streams_as_dataset, "/streams is a dataset, expected a group"),
     "streams missing": (lambda f: f.__delitem__("streams"), "/streams is missing"),
     "stream a dataset": (_replace("streams/wall", [1.0]), "/streams/wall is a dataset, expected a group"),

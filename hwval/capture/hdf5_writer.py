@@ -15,6 +15,7 @@ deletes it when a write fails, which gives the close the room it needs.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import time
@@ -115,7 +116,7 @@ class HDF5Writer:
                 raise
             pages.clear()
         if self._pending_events:
-            layout.append_events(self.file["events"], self._pending_events)
+            layout.append_events_in_order(self.file["events"], self._pending_events)
             self._pending_events = []
 
     # ------------------------------------------------------------------------------------
@@ -158,9 +159,8 @@ class HDF5Writer:
         if self.file is None:
             return
         try:
-            layout.finalize(self.file, Stop(exit_code=doc.exit_code, complete=False,
-                                            stream_stats=doc.stream_stats,
-                                            reason=self.failure or doc.reason))
+            layout.finalize(self.file, dataclasses.replace(doc, complete=False,
+                                                           reason=self.failure or doc.reason))
         finally:
             self._close()
 

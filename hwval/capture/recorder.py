@@ -20,6 +20,7 @@ from hwval.runfile.documents import Descriptor, Document, Event, Page, Start, St
 from hwval.clock import PeriodicSchedule, now_ns
 from hwval.capture.lateness import LatenessStats
 from hwval.sources.base import Disconnected, Source, SourceError, StreamInfo, TransientError
+from hwval.runfile.schema import EventName
 
 log = logging.getLogger(__name__)
 
@@ -109,13 +110,13 @@ class _SourceRunner:
             if not self.in_gap:
                 self.in_gap = True
                 for name in self.stream_names:
-                    self.recorder.put_event("gap_start", name, now_ns(), {"reason": self.died})
-            self.event("error", self.label, kind="source_stopped", message=self.died)
+                    self.recorder.put_event(EventName.GAP_START, name, now_ns(), {"reason": self.died})
+            self.event(EventName.ERROR, self.label, kind="source_stopped", message=self.died)
         finally:
             try:
                 self.source.close()
             except Exception as exc:  # close problems are worth a line, never a lost capture
-                self.event("error", self.label, where="close", message=_describe(exc))
+                self.event(EventName.ERROR, self.label, where="close", message=_describe(exc))
 
     def _run_polled(self) -> None:
         period = self.source.period_s or 1.0
@@ -151,7 +152,7 @@ class _SourceRunner:
         if not self.in_gap:
             self.in_gap = True
             for name in self.stream_names:
-                self.recorder.put_event("gap_start", name, t, {"reason": _describe(exc)})
+                self.recorder.put_event(EventName.GAP_START, name, t, {"reason": _describe(exc)})
         if isinstance(exc, Disconnected):
             self._reconnect(exc)
             return
@@ -163,7 +164,7 @@ class _SourceRunner:
         self.stop.wait(BACKOFF_S[0])
 
     def _reconnect(self, exc: BaseException) -> None:
-        self.event("error", self.label, kind="disconnected", message=_describe(exc))
+        self.event(EventName.ERROR, self.label, kind="disconnected", message=_describe(exc))
         try:
             self.source.close()
         except Exception as close_exc:  # the transport is gone; closing it may fail too
@@ -178,19 +179,19 @@ class _SourceRunner:
                 infos = self.source.open(self)
             except Exception as open_exc:  # still unplugged: keep trying with backoff
                 if attempt == 1 or attempt % 10 == 0:
-                    self.event("error", self.label, kind="reconnect_failed", attempt=attempt,
+                    self.event(EventName.ERROR, self.label, kind="reconnect_failed", attempt=attempt,
                                message=_describe(open_exc))
                 continue
             changed = [i.name for i in infos if i.name not in self.stream_names]
             if changed:
-                self.event("error", self.label, kind="streams_changed", streams=changed)
-            self.event("reconnect", self.label, attempt=attempt)
+                self.event(EventName.ERROR, self.label, kind="streams_changed", streams=changed)
+            self.event(EventName.RECONNECT, self.label, attempt=attempt)
             return
 
     def _end_gap(self, t: int) -> None:
         self.in_gap = False
         for name in self.stream_names:
-            self.recorder.put_event("gap_end", name, t, {})
+            self.recorder.put_event(EventName.GAP_END, name, t, {})
 
 
 def _one_line(exc: BaseException) -> str:
@@ -292,7 +293,7 @@ class Recorder:
             if due:
                 stats.last_error_event_ns[kind] = t
         if due:
-            self.put_event("error", stream, t, {"kind": kind, "count": n, "message": message})
+            self.put_event(EventName.ERROR, stream, t, {"kind": kind, "count": n, "message": message})
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -303,7 +304,8 @@ class Recorder:
         for runner in self.runners:
             runner.thread.start()
 
-    def finish(self, exit_code: int, complete: bool = True, reason: str = "") -> Stop:
+    def finish(self, exit_code: int, complete: bool = True, reason: str = "",
+               marks_lost: int | None = None, marks_refused: int | None = None) -> Stop:
         """Stop sources, drain the queue, send ``Stop``. Safe to call once."""
         self.stop_event.set()
         for runner in self.runners:
@@ -312,7 +314,7 @@ class Recorder:
             runner.thread.join(timeout=10.0)
             if runner.thread.is_alive():
                 complete = False
-                self.put_event("error", runner.label, now_ns(),
+                self.put_event(EventName.ERROR, runner.label, now_ns(),
                                {"kind": "stuck", "message": "source did not stop within 10 s"})
         reasons = [f"source {r.label} stopped: {r.died}" for r in self.runners if r.died]
         self._finishing.set()  # the dispatcher drains what is left, flushes and exits
@@ -330,7 +332,8 @@ class Recorder:
         if reasons:
             complete = False
             reason = "; ".join(([reason] if reason else []) + reasons)
-        stop = Stop(exit_code=exit_code, complete=complete, stream_stats=stream_stats, reason=reason)
+        stop = Stop(exit_code=exit_code, complete=complete, stream_stats=stream_stats, reason=reason,
+                    marks_lost=marks_lost, marks_refused=marks_refused)
         n_errors = len(self.subscriber_errors)
         self._send(stop)
         if len(self.subscriber_errors) > n_errors:

@@ -27,7 +27,7 @@ from hwval.capture import pulse_blocks
 from hwval.capture.hdf5_writer import HDF5Writer
 from hwval.runfile.claim import OutputClaim, OutputRefused, claim_output
 from hwval.runfile.journal import JournalWriter, journal_path
-from hwval.runfile.schema import EVENT_SIGNAL
+from hwval.runfile.schema import EventName
 from hwval.capture.live_view import LiveView
 from hwval.capture.marker_server import MarkerServer
 from hwval.capture.recorder import Recorder
@@ -145,7 +145,7 @@ def run_capture(request: CaptureRequest) -> int:
             claim.release()  # nothing was recorded: leave no file behind
             raise
         try:
-            markers = MarkerServer(recorder.put_event, recorder.count_error)
+            markers = MarkerServer(recorder.put_event, recorder.count_error, origin_ns=origin_ns)
         except OSError as exc:
             recorder.close_sources()
             claim.release()
@@ -165,6 +165,9 @@ def run_capture(request: CaptureRequest) -> int:
                 request.on_started(recorder)
             pulses = pulse_blocks.plan(recorder.infos.values(), request.pulse_chip_s) if request.sync_pulses else None
             exit_code, reason = _run_phase(command, request.duration_s, recorder, markers, signals, pulses)
+            if not reason and signals.forwarded:
+                # the operator ended the run through the workload: it must not read as a full one
+                reason = f"stopped by {signals.forwarded[0]} (forwarded to the workload)"
         except CommandError:
             # Popen failed after all (a race with the checks above): leave no half-written file.
             _finish(recorder, markers, signals, exit_code=-1, complete=False,
@@ -228,6 +231,8 @@ class SignalPolicy:
         self._action: Callable[[int], None] = self._interrupt
         self._held: list[int] = []
         self._previous: dict[int, object] = {}
+        #: Names of the signals forwarded to the workload, in order (the run's stop reason).
+        self.forwarded: list[str] = []
 
     def __enter__(self) -> "SignalPolicy":
         if threading.current_thread() is threading.main_thread():
@@ -280,7 +285,8 @@ def _finish(recorder: Recorder, markers: MarkerServer, signals: SignalPolicy,
 
     signals.during(finishing)
     markers.close()
-    recorder.finish(exit_code=exit_code, complete=complete, reason=reason)
+    recorder.finish(exit_code=exit_code, complete=complete, reason=reason,
+                    marks_lost=markers.lost, marks_refused=markers.refused)
 
 
 def _run_phase(command: list[str], duration_s: float | None, recorder: Recorder, markers: MarkerServer,
@@ -362,25 +368,26 @@ def _run_command(command: list[str], recorder: Recorder, markers: MarkerServer, 
 
     def forward(signum: int) -> None:
         # Its own event type: an operator's Ctrl-C is how a run ends, not a fault.
-        recorder.put_event(EVENT_SIGNAL, "", now_ns(), {"signal": _signame(signum),
-                                                        "action": "forwarded to the workload"})
+        recorder.put_event(EventName.SIGNAL, "", now_ns(), {"signal": _signame(signum),
+                                                            "action": "forwarded to the workload"})
+        signals.forwarded.append(_signame(signum))
         workload.forward(signum)
 
     signals.during(forward)
     # Stamped before the child exists, so no mark of the workload can precede its start.
     t_start = now_ns()
     pid = workload.start()
-    recorder.put_event("workload_start", "", t_start, {"command": command, "pid": pid})
+    recorder.put_event(EventName.WORKLOAD_START, "", t_start, {"command": command, "pid": pid})
     deadline = time.monotonic() + duration_s if duration_s is not None else None
     code = workload.wait(deadline, on_timeout=lambda: recorder.put_event(
-        "error", "", now_ns(), {"kind": "duration", "message": "--duration reached; workload terminated"}))
+        EventName.ERROR, "", now_ns(), {"kind": "duration", "message": "--duration reached; workload terminated"}))
     # The leader is gone; its leftover children (if any) must not outlive the capture.
     ended = workload.end_group()
     # Stamped after the children are gone, so every mark they sent precedes this.
     detail: dict = {"exit_code": code}
     if ended:
         detail["leftover_processes_ended_by"] = ended
-    recorder.put_event("workload_end", "", now_ns(), detail)
+    recorder.put_event(EventName.WORKLOAD_END, "", now_ns(), detail)
     return code
 
 

@@ -58,6 +58,9 @@ class Stop:
     #: Per stream: {"dropped": n, "error_counts": {...}, "missed_deadlines": n}.
     stream_stats: dict[str, dict[str, Any]] = field(default_factory=dict)
     reason: str = ""
+    #: Marks the workload made that the capture never got / refused (None: not counted).
+    marks_lost: int | None = None
+    marks_refused: int | None = None
 
 
 Document = Start | Descriptor | Page | Event | Stop

@@ -113,6 +113,7 @@ def summarize(run: RunFile, events_limit: int | None = None) -> dict:
         "stop_reason": run.stop_reason or None,
         "recovered": bool(a.get(RootAttr.RECOVERED, False)),
         "marks_lost": run.marks_lost,
+        "marks_refused": run.marks_refused,
         "streams": streams,
         "warnings": [],
         "event_count": run.event_count,
@@ -128,6 +129,9 @@ def summarize(run: RunFile, events_limit: int | None = None) -> dict:
     if run.marks_lost:
         summary["warnings"].append(f"{run.marks_lost} marks sent by the workload were lost (the capture "
                                    "could not take them in time): intervals between marks may be merged")
+    if run.marks_refused:
+        summary["warnings"].append(f"{run.marks_refused} marks were refused for a time stamp outside the "
+                                   "capture (see the error events)")
     emulated = [s["name"] for s in streams if s["emulated"]]
     if emulated:
         summary["warnings"].append(f"emulated (not real meters): {', '.join(emulated)}")
@@ -179,7 +183,8 @@ def format_summary(summary: dict, max_events: int = 40) -> str:
              f"  complete: {completion}"
              + ("  (recovered from journal)" if summary["recovered"] else "")]
     if summary.get("marks_lost") is not None:
-        lines.append(f"marks lost: {summary['marks_lost']}")
+        lines.append(f"marks lost: {summary['marks_lost']}"
+                     + (f", refused: {summary['marks_refused']}" if summary.get("marks_refused") is not None else ""))
     for w in summary["warnings"]:
         lines.append(f"warning: {p(w)}")
     lines.append("")

@@ -101,6 +101,12 @@ class RunFile:
         return None if value is None else int(value)
 
     @property
+    def marks_refused(self) -> int | None:
+        """Marks refused for a t_ns outside the capture; None when not recorded."""
+        value = self.attrs.get(schema.RootAttr.MARKS_REFUSED)
+        return None if value is None else int(value)
+
+    @property
     def journal(self) -> Path | None:
         """The crash journal beside the file, when one exists."""
         j = journal_path(self.path)

@@ -209,7 +209,9 @@ def _start(h: dict) -> Start | None:
 
 def _stop(h: dict) -> Stop | None:
     if not (_is_int(h.get("exit_code")) and isinstance(h.get("complete"), bool)
-            and isinstance(h.get("stream_stats", {}), dict) and isinstance(h.get("reason", ""), str)):
+            and isinstance(h.get("stream_stats", {}), dict) and isinstance(h.get("reason", ""), str)
+            and all(h.get(k) is None or (_is_int(h[k]) and 0 <= h[k] < 2**62)
+                    for k in ("marks_lost", "marks_refused"))):
         return None
     return Stop(**_known_fields(Stop, h))
 
@@ -416,6 +418,7 @@ def _finish_attrs(out: h5py.File, stop: Stop | None, old_complete: bool) -> bool
         out.attrs[RootAttr.EXIT_CODE] = int(stop.exit_code)
         if stop.reason:
             out.attrs[RootAttr.STOP_REASON] = stop.reason
+        layout.write_mark_counts(out, stop)
         complete = bool(stop.complete)
     else:
         complete = old_complete

@@ -247,8 +247,9 @@ def validate(f: h5py.File) -> None:
     int_attr(f, RootAttr.ORIGIN_REALTIME_NS)
     str_attr(f, RootAttr.STOP_REASON, "")
     bool_attr(f, RootAttr.RECOVERED, False)
-    if int_attr(f, RootAttr.MARKS_LOST, 0) < 0:
-        raise RunFileError(f"{_where(f, RootAttr.MARKS_LOST)} is negative")
+    for attr in (RootAttr.MARKS_LOST, RootAttr.MARKS_REFUSED):
+        if int_attr(f, attr, 0) < 0:
+            raise RunFileError(f"{_where(f, attr)} is negative")
     streams = _member(f, STREAMS, h5py.Group, required=True)
     for name in streams:
         _validate_stream(_member(streams, name, h5py.Group, required=True))

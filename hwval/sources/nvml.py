@@ -45,6 +45,7 @@ from typing import Any, Callable, Mapping
 
 import pynvml
 
+from hwval.runfile.schema import EventName
 from hwval.sources.emulated import says_emulated
 from hwval.sources.base import (Disconnected, Key, SourceContext, SourceSpec, SourceUnavailable,
                                 StreamInfo, TransientError)
@@ -226,7 +227,7 @@ class NvmlSource:
             if gpu.has_power or gpu.has_energy or gpu.fields:
                 self._gpus.append(gpu)
             else:
-                ctx.event("error", "", kind="gpu_without_power", uuid=g.device.uuid,
+                ctx.event(EventName.ERROR, "", kind="gpu_without_power", uuid=g.device.uuid,
                           message=f"nvml: {g.device.uuid} reports neither power nor energy; skipped")
         if not self._gpus:
             raise SourceUnavailable("no visible GPU reports power or energy (NOT_SUPPORTED "
@@ -383,7 +384,7 @@ class NvmlSource:
             for gpu in self._gpus:
                 if gpu.lost and not gpu.in_gap:
                     gpu.in_gap = True
-                    self._emit_event("gap_start", gpu.stream, reason="GPU lost")
+                    self._emit_event(EventName.GAP_START, gpu.stream, reason="GPU lost")
         out: dict[str, dict[str, float]] = {}
         failures: list[tuple[_Gpu, pynvml.NVMLError]] = []
         active = [g for g in self._gpus if not g.lost]
@@ -401,7 +402,7 @@ class NvmlSource:
                 continue
             if gpu.in_gap:
                 gpu.in_gap = False
-                self._emit_event("gap_end", gpu.stream)
+                self._emit_event(EventName.GAP_END, gpu.stream)
         still_active = [g for g in self._gpus if not g.lost]
         if not still_active:
             self._hand_gaps_to_recorder()
@@ -419,7 +420,7 @@ class NvmlSource:
                 self.ctx.count_error(gpu.stream, error_name(exc), str(exc))
             if not gpu.in_gap:
                 gpu.in_gap = True
-                self._emit_event("gap_start", gpu.stream, reason=f"{error_name(exc)}: {exc}")
+                self._emit_event(EventName.GAP_START, gpu.stream, reason=f"{error_name(exc)}: {exc}")
         return out
 
     def _hand_gaps_to_recorder(self) -> None:
@@ -428,7 +429,7 @@ class NvmlSource:
         for gpu in self._gpus:
             if gpu.in_gap:
                 gpu.in_gap = False
-                self._emit_event("gap_end", gpu.stream)
+                self._emit_event(EventName.GAP_END, gpu.stream)
 
     def _read_gpu(self, gpu: _Gpu) -> dict[str, float]:
         h = gpu.handle
@@ -444,7 +445,7 @@ class NvmlSource:
                     values[key] = field_value(fv) / 1000.0
                 elif fv.nvmlReturn in UNSUPPORTED_CODES:
                     gpu.fields.remove((fid, key))
-                    self._emit_event("error", gpu.stream, kind="field_unsupported", key=key,
+                    self._emit_event(EventName.ERROR, gpu.stream, kind="field_unsupported", key=key,
                                      message=f"{key} became NOT_SUPPORTED; no longer read")
                 elif self.ctx is not None:
                     self.ctx.count_error(gpu.stream, f"{key}:{fv.nvmlReturn}",
@@ -456,7 +457,7 @@ class NvmlSource:
         if last is not None and counter_mj < last:
             # Driver reloaded (the counter restarts at 0): keep the sum continuous from here;
             # whatever was consumed between the two readings is unknown and not added.
-            self._emit_event("error", gpu.stream, kind="counter_backwards",
+            self._emit_event(EventName.ERROR, gpu.stream, kind="counter_backwards",
                              message=f"energy counter went from {last} to {counter_mj} mJ; "
                                      "baseline restarted",
                              previous_mj=last, value_mj=counter_mj)
@@ -470,10 +471,10 @@ class NvmlSource:
         gpu.lost = True
         message = (f"{gpu.stream} ({gpu.visible.device.uuid}) is lost ({error_name(exc)}); it "
                    "stops reporting until the capture reopens NVML (a GPU reset is usually needed)")
-        self._emit_event("error", gpu.stream, kind="gpu_lost", message=message)
+        self._emit_event(EventName.ERROR, gpu.stream, kind="gpu_lost", message=message)
         if not gpu.in_gap:
             gpu.in_gap = True
-            self._emit_event("gap_start", gpu.stream, reason=error_name(exc))
+            self._emit_event(EventName.GAP_START, gpu.stream, reason=error_name(exc))
 
     def _emit_event(self, name: str, stream: str, **detail: Any) -> None:
         if self.ctx is not None:

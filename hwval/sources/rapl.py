@@ -46,6 +46,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
+from hwval.runfile.schema import EventName
 from hwval.sources.base import (Key, SourceContext, SourceSpec, SourceUnavailable, StreamInfo,
                                 TransientError)
 from hwval.sources.options import DriverOptions, Option
@@ -166,7 +167,7 @@ class RaplSource:
                            f"counter wraps every {state.wrap_time_s:.3g} s at "
                            f"{state.max_power_w:g} W; poll at least every "
                            f"{state.wrap_time_s / 2:.3g} s or wraps may be lost")
-                ctx.event("error", state.domain.stream, kind="period_too_slow", severity="warning",
+                ctx.event(EventName.ERROR, state.domain.stream, kind="period_too_slow", severity="warning",
                           message=message)
         return infos
 
@@ -267,7 +268,7 @@ class RaplSource:
 
     def _event(self, state: _DomainState, kind: str, message: str, **detail: int) -> None:
         if self.ctx is not None:
-            self.ctx.event("error", state.domain.stream, kind=kind, message=message, **detail)
+            self.ctx.event(EventName.ERROR, state.domain.stream, kind=kind, message=message, **detail)
 
     @property
     def states(self) -> list[_DomainState]:

@@ -31,6 +31,7 @@ import time
 from typing import Callable
 
 import hwval
+from hwval.runfile.schema import EventName
 
 BARKER13 = (1, 1, 1, 1, 1, 0, 0, 1, 1, 0, 1, 0, 1)
 #: Feedback taps (1-based register positions) of primitive polynomials x^n + x^k + 1 (or the
@@ -243,7 +244,7 @@ def play_block(pool: LoadPool, pattern: str, levels: tuple[int, ...], chip_s: fl
     ``aborted: true``) closes it, so the chips played so far still form a usable block.
     """
     chip_ns = round(chip_s * 1e9)
-    mark("pulse_start", pattern=pattern, chip_s=chip_s, levels=list(levels), targets=pool.targets)
+    mark(EventName.PULSE_START, pattern=pattern, chip_s=chip_s, levels=list(levels), targets=pool.targets)
     t0 = time.monotonic_ns() + 5_000_000      # a little lead: the first chip starts on a deadline
     starts = []
     for i, lv in enumerate(levels):
@@ -251,14 +252,14 @@ def play_block(pool: LoadPool, pattern: str, levels: tuple[int, ...], chip_s: fl
             break
         pool.set(lv)
         starts.append(time.monotonic_ns())
-        mark("pulse_chip", index=i, level=lv)
+        mark(EventName.PULSE_CHIP, index=i, level=lv)
     else:
         _sleep_until(t0 + len(levels) * chip_ns, stop)
     pool.set(0)
     if stop is not None and stop.is_set():
-        mark("pulse_end", aborted=True)
+        mark(EventName.PULSE_END, aborted=True)
     else:
-        mark("pulse_end")
+        mark(EventName.PULSE_END)
     return starts
 
 

@@ -34,6 +34,7 @@ from typing import Any, Callable, Mapping
 
 import serial
 
+from hwval.runfile.schema import EventName
 from hwval.sources.base import (
     Key, SourceContext, SourceSpec, StreamInfo, TransientError,
 )
@@ -167,7 +168,7 @@ class TasmotaSource:
             if self.command == "Status 10":
                 # old firmware: Status 10 lists sensors only, energy lives in Status 8 (StatusPWR)
                 self.command, self.reply_name = COMMANDS["status8"]
-                self._event("error", kind="fallback",
+                self._event(EventName.ERROR, kind="fallback",
                             message="'Status 10' answer has no ENERGY (old firmware?): "
                                     "polling 'Status 8' from now on")
             return None

@@ -54,6 +54,7 @@ from hwval.sources.options import DriverOptions, Option
 from hwval.sources.visa.codec import (MalformedReply, format_number, parse_number, parse_numbers,
                                       pick_range, power_uncertainty_w)
 from hwval.sources.visa.scpi import COMMON_OPTIONS, ScpiSession
+from hwval.runfile.schema import EventName
 
 RANGING_MODES = ("auto", "fixed", "pass")
 OPTIONS = DriverOptions("wt300", "a Yokogawa WT300/WT300E power analyzer over VISA (SCPI)",
@@ -185,7 +186,7 @@ class Wt300Source:
             # the instrument lost its integrator while we were away (power cycle, *RST by
             # someone else): restart it and keep energy_j counting from where it was
             assert self.ctx is not None
-            self.ctx.event("error", self.name, kind="integration_restarted",
+            self.ctx.event(EventName.ERROR, self.name, kind="integration_restarted",
                            message="the integrator was not running after a reconnect; restarted, "
                            "energy_j continues from its last value (the time away is not counted)")
             self.energy_carry_j = self.last_energy_j
@@ -343,7 +344,7 @@ class Wt300Source:
             values = parse_numbers(session.query(":NUM:NORM:VAL?"), expected=len(self.items))
             session.surface_errors("integration stop")
         except (SourceError, ValueError) as exc:
-            self.ctx.event("error", self.name, kind="integration",
+            self.ctx.event(EventName.ERROR, self.name, kind="integration",
                            message=f"could not read the integrator at the end: {exc}")
             return
         wh = values[3]
