@@ -14,6 +14,7 @@ from conftest import run_hwval
 from hwval.runfile.reader import open_run
 
 
+@pytest.mark.e2e
 @pytest.mark.slow  # ~1-3 min on 2 loaded cores: the one test of the whole pipeline on real processes
 @pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="the demo workload needs torch")
 def test_demo_runs_the_whole_pipeline_and_leaves_every_file(tmp_path):

@@ -93,7 +93,7 @@ def test_power_and_energy_counter_readings():
     longest_j = sim.true_energy_j(gpu, before0 - update_ns, after1)
     assert shortest_j - 0.001 <= last["energy_j"] <= longest_j + 0.001
     # Power usage: integer milliwatts converted to watts, the bench's 1 s mean at 50 %.
-    assert last["power_w"] * 1000 == round(last["power_w"] * 1000)
+    assert last["power_w"] * 1000 == pytest.approx(round(last["power_w"] * 1000), abs=1e-9)
     assert 0.5 * 60 - 1e-9 <= last["power_w"] <= 0.5 * 250 + 1e-9
     assert ctx.events == [] and ctx.errors == {}
 

@@ -136,7 +136,9 @@ def test_one_trial_under_a_real_capture(tmp_path):
     assert marks["train_start"]["width"] == 4 and marks["train_start"]["lr"] == 0.02
     assert trial["objective"] == marks["train_end"]["eval_accuracy"] == marks["trial_end"]["objective"]
     # the synthetic meter's true power is a constant 100 W: the workload's energy is 100 W x its duration
-    assert trial["energy_j"]["bench"] == pytest.approx(100.0 * trial["duration_s"], rel=1e-3)
+    # (within half a second of readings at the window's two edges: a loaded machine delays the
+    # 0.05 s readings there; 0.17 s was seen at load 10)
+    assert trial["energy_j"]["bench"] == pytest.approx(100.0 * trial["duration_s"], abs=100.0 * 0.5)
     assert (out / "grid_001.log").read_text().startswith("epoch 1/1")
 
 

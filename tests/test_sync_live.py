@@ -23,7 +23,7 @@ from hwval.runfile import open_run
 from hwval.sync.template import pulse_blocks
 from hwval.workloads.pulses import BARKER13
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 #: Short chips keep the test short: 13 x 0.5 s per block, longer than the plug's 0.25 s period
 #: plus 0.2 s window (what a chip must cover to show a settled plateau).

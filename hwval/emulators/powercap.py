@@ -262,6 +262,7 @@ def cli(root: str | None, packages: int, nested: str, psys: bool, layout: str,
     build_tree(path, zones, max_energy_range_uj, max_power_uw, start, layout)
     writer = PowercapWriter(path, zones, bench, max_energy_range_uj, start, model)
     writer.update()
+    writer.write_truth()  # before the announcement: whoever reads it may read the truth at once
     if unreadable:
         for z in zones:
             (path / z.rel / "energy_uj").chmod(0o000)
