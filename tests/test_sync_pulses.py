@@ -49,7 +49,7 @@ def test_blocks_are_marked_at_each_chip_and_the_cpu_load_follows_them():
 
         marks.append((time.monotonic_ns(), name, detail))
 
-    chip = 0.05
+    chip = 0.2  # long enough that a chip marked late on a loaded machine stays within half a chip
     out = run_pulses("barker13", chip_s=chip, blocks=2, settle_s=0.1, tail_s=0.0, cpus=1, gpus="none", mark=mark)
     names = [m[1] for m in marks]
     assert names == (["pulse_start"] + ["pulse_chip"] * 13 + ["pulse_end"]) * 2
@@ -58,10 +58,11 @@ def test_blocks_are_marked_at_each_chip_and_the_cpu_load_follows_them():
     chips = [m for m in marks[:15] if m[1] == "pulse_chip"]
     assert [c[2]["index"] for c in chips] == list(range(13))
     assert [c[2]["level"] for c in chips] == list(BARKER13)
-    # chips on absolute deadlines: spacing chip_s (generous margin for a loaded machine)
+    # chips on absolute deadlines: spacing chip_s (half a chip of margin for a loaded machine:
+    # a mark 43 ms late was seen at load 5)
     t = np.array([c[0] for c in chips] + [marks[14][0]]) / 1e9
-    assert np.all(np.abs(np.diff(t) - chip) < 0.03)
-    assert abs((t[-1] - t[0]) - 13 * chip) < 0.03
+    assert np.all(np.abs(np.diff(t) - chip) < chip / 2)
+    assert abs((t[-1] - t[0]) - 13 * chip) < chip / 2
     # the worker burned CPU only during the 1 chips: 9 per block of 13
     busy = out["busy_s"]["cpu"]
     expected = 2 * 9 * chip
@@ -83,15 +84,15 @@ def test_bad_options_are_refused():
 def test_module_command_under_a_capture_records_a_syncable_block(tmp_path):
     out = tmp_path / "pulses.h5"
     res = run_hwval("capture", "--no-nvml", "--no-rapl", "-m", "synthetic:constant:50?period_s=0.1&name=syn",
-                    "-o", str(out), "--", sys.executable, "-m", "hwval.workloads.pulses", "--chip-s", "0.05",
+                    "-o", str(out), "--", sys.executable, "-m", "hwval.workloads.pulses", "--chip-s", "0.2",
                     "--settle-s", "0.2", "--cpus", "1", "--gpus", "none", timeout=120)
     assert res.returncode == 0, res.stderr
     with open_run(out) as run:
         blocks = pulse_blocks(run.events)
     assert len(blocks) == 1
     b = blocks[0]
-    assert b.levels == BARKER13 and b.chip_s == 0.05 and b.targets == ("cpu",)
-    assert np.all(np.abs(np.diff(b.chip_t_s) - 0.05) < 0.03)
+    assert b.levels == BARKER13 and b.chip_s == 0.2 and b.targets == ("cpu",)
+    assert np.all(np.abs(np.diff(b.chip_t_s) - 0.2) < 0.1)  # half a chip: marks can be late under load
     proc = run_hwval("sync", str(out))
     # the synthetic source follows its own profile, not the host: it never reacts
     assert proc.returncode == 0, proc.stderr
@@ -102,10 +103,9 @@ def test_module_command_under_a_capture_records_a_syncable_block(tmp_path):
     assert bad.returncode == 2 and "hwval: error: pattern 'nope'" in bad.stderr
 
 
-def test_capture_sync_pulses_plays_a_block_around_the_workload_and_a_signal_cuts_it_short(tmp_path):
+def test_capture_sync_pulses_plays_a_block_around_the_workload_and_a_signal_cuts_it_short(tmp_path, monkeypatch):
     import os
     import signal
-    import threading
 
     from hwval.capture.pulse_blocks import PulseOptionError, chip_length_s as capture_chip_s
     from hwval.capture.session import CaptureRequest, run_capture
@@ -124,10 +124,21 @@ def test_capture_sync_pulses_plays_a_block_around_the_workload_and_a_signal_cuts
     config = CaptureConfig().with_meters([parse_meter_spec("synthetic:constant:50?period_s=0.1&name=syn",
                                                            registry.names())])
     out = tmp_path / "cut.h5"
-    # chip 1 s: 2 s of settling, then a 13 s block; SIGINT 3 s after the start lands inside it
+    # chip 1 s: settling, then a 13 s block; SIGINT once its second chip is recorded lands inside
+    # it however long a loaded machine took to get there (a timer from the start could land in
+    # the settling)
+    from hwval.capture.marker_server import MarkerServer
+
+    record = MarkerServer.record
+
+    def record_then_interrupt(self, name, t_ns, detail, pid):
+        record(self, name, t_ns, detail, pid)
+        if name == "pulse_chip" and detail.get("index") == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(MarkerServer, "record", record_then_interrupt)
     request = CaptureRequest(config=config, command=[sys.executable, "-c", "import time; time.sleep(30)"],
-                             output=str(out), live=False, registry=registry, sync_pulses=True, pulse_chip_s=1.0,
-                             on_started=lambda rec: threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGINT)).start())
+                             output=str(out), live=False, registry=registry, sync_pulses=True, pulse_chip_s=1.0)
     assert run_capture(request) == 128 + signal.SIGINT
     with open_run(out) as run:
         assert run.complete and "stopped by SIGINT during the sync pulses" in run.stop_reason
