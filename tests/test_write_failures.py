@@ -82,13 +82,23 @@ def test_full_tmpfs_exits_1_without_a_crash(tmp_path):
         out = mnt / "run.h5"
         proc = popen_hwval("capture", "--no-nvml", "--no-rapl", "-m", FAST, "-m",
                            FAST.replace("name=syn", "name=syn2"), "--duration", "4", "-o", str(out))
-        deadline = time.monotonic() + 20
-        while not out.exists() and time.monotonic() < deadline:
+        # wait until the capture records (its journal holds the start record): it has claimed
+        # its reserve by then; filling the disk earlier makes the claim refuse (exit 2)
+        journal = journal_path(str(out))
+        deadline = time.monotonic() + 60
+        while not (journal.exists() and journal.stat().st_size > 0):
+            assert proc.poll() is None and time.monotonic() < deadline, "the capture never started recording"
             time.sleep(0.02)
-        # fill the disk but for ~40 kB, after the capture claimed its reserve
-        st = os.statvfs(mnt)
-        with open(mnt / "filler", "wb") as fh:
-            fh.write(b"\0" * max(0, st.f_bavail * st.f_frsize - 40_000))
+        # fill the disk but for ~40 kB, in chunks: the capture writes meanwhile and may fill it
+        # first, which is the point, so ENOSPC here just ends the filling
+        left = os.statvfs(mnt).f_bavail * os.statvfs(mnt).f_frsize - 40_000
+        with open(mnt / "filler", "wb", buffering=0) as fh:  # unbuffered: nothing left to flush at close
+            try:
+                while left > 0:
+                    left -= fh.write(b"\0" * min(left, 65536))
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC:
+                    raise
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 1, err  # not 139: the file was closed before the exit
         assert "Traceback" not in err and "HDF5-DIAG" not in err, err
