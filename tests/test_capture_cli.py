@@ -412,3 +412,27 @@ def test_summary_line_counts_in_words(tmp_path):
     with open_run(out) as run:
         n = len(run.stream("syn").t)
     assert f"hwval: wrote {out} (1 stream, {n} readings)" in notes.getvalue()
+
+
+def test_summary_names_the_emulated_meters_only(tmp_path):
+    import io
+
+    from hwval.capture.session import CaptureRequest, run_capture
+    from hwval.config import CaptureConfig, SoftwareConfig
+    from hwval.emulators.powercap import MARKER, build_tree, plan_zones
+    from hwval.sources.base import SourceSpec
+
+    # a powercap tree without the emulator's marker reads as the machine's own (a real meter);
+    # the synthetic driver is an emulated bench
+    root = tmp_path / "powercap"
+    root.mkdir()
+    zones = plan_zones(nested=())
+    build_tree(root, zones, 262143328850, {z.zone: 100_000_000 for z in zones})
+    (root / MARKER).unlink()
+    config = CaptureConfig(software=SoftwareConfig(nvml=False, rapl=True, rapl_root=str(root)),
+                           meters=(SourceSpec("synthetic", "constant:100", "syn", 0.05, {}),))
+    notes = io.StringIO()
+    assert run_capture(CaptureRequest(config=config, duration_s=0.3, output=str(tmp_path / "r.h5"),
+                                      live=False, notes=notes)) == 0
+    lines = [line for line in notes.getvalue().splitlines() if "EMULATED" in line]
+    assert lines == ["hwval: EMULATED meters: syn (protocol emulators fed by a bench model, not real instruments)"]

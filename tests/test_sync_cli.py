@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import h5py
 import pytest
 from click.testing import CliRunner
 
@@ -41,9 +42,17 @@ def _invoke(*args):
 
 def test_sync_writes_every_stream_and_prints_a_table(run_path):
     path, built = run_path
+    # a simulated run's streams are all emulated: here only the plug is, the others read as real
+    with h5py.File(path, "r+") as f:
+        for name in ("wall", "rapl_package_0", "nvml_gpu0"):
+            f["streams"][name].attrs["emulated"] = False
     res = _invoke("sync", str(path))
     assert res.exit_code == 0, res.output
     assert "reference: pulses" in res.output and "written: /sync (4 streams)" in res.output
+    rows = {line.split()[0]: line.split()[1] for line in res.output.splitlines()
+            if line.split() and line.split()[0] in ("wall", "plug", "rapl_package_0", "nvml_gpu0")}
+    assert rows == {"wall": "-", "plug": "yes", "rapl_package_0": "-", "nvml_gpu0": "-"}
+    assert "EMULATED meters: plug (protocol emulators" in res.output
     for name in ("wall", "plug", "rapl_package_0", "nvml_gpu0"):
         assert name in res.output
     with open_run(path) as run:
@@ -79,10 +88,14 @@ def test_sync_json_and_rerun_replaces_sync(run_path):
     path, _ = run_path
     with open_run(path, "r+") as run:
         run.replace_derived("sync", {"stale": DerivedEntry(attrs={"lag_s": 9.0})})
+    with h5py.File(path, "r+") as f:
+        f["streams"]["wall"].attrs["emulated"] = False  # a real meter among simulated ones
     res = _invoke("sync", str(path), "--reference", "wall", "--json")
     assert res.exit_code == 0, res.output
     out = json.loads(res.output)
     assert out["reference"] == "wall" and out["absolute"] is False
+    assert {n: s["emulated"] for n, s in out["streams"].items()} == {
+        "wall": False, "plug": True, "rapl_package_0": True, "nvml_gpu0": True}
     assert out["streams"]["wall"]["method"] == "reference" and out["streams"]["plug"]["reference"] == "wall"
     with open_run(path) as run:
         entries = run.read_derived("sync")

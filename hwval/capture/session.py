@@ -35,6 +35,7 @@ from hwval.capture.workload import CommandError, Workload, resolve_command
 from hwval.clock import now_ns
 from hwval.config import DEFAULT_OUTPUT, CaptureConfig, ConfigError, expand_output
 from hwval.sources.base import SourceSpec, SourceUnavailable
+from hwval.sources.emulated import emulated_note
 from hwval.sources.registry import Registry
 
 #: Exit code when the workload succeeded but the capture itself failed (e.g. disk full).
@@ -211,6 +212,9 @@ def run_capture(request: CaptureRequest) -> int:
     n = len(recorder.infos)
     print(f"hwval: wrote {output} ({n} stream{'s' * (n != 1)}, {total} reading{'s' * (total != 1)})",
           file=request.notes)
+    note = emulated_note(name for name, info in recorder.infos.items() if info.emulated)
+    if note:
+        print(f"hwval: {note}", file=request.notes)
     return exit_code
 
 

@@ -84,6 +84,7 @@ def analyze(run_paths, reference, candidates, bin_s, psu_efficiency, calibration
     from hwval.analysis.calibration import CalibrationError, load_records
     from hwval.cli import fail
     from hwval.commands.analyze_studies import run_studies
+    from hwval.runfile.info import emulated_streams
 
     comparison = [flag for flag, v in (("--bin-s", bin_s), ("--psu-efficiency", psu_efficiency),
                                        ("--calibration", calibration_dir)) if v is not None]
@@ -105,12 +106,13 @@ def analyze(run_paths, reference, candidates, bin_s, psu_efficiency, calibration
         except compare.AnalysisInputError as exc:
             fail(str(exc))
         written = compare.write(run, result)
+        emulated = emulated_streams(run)
     if as_json:
-        out = output.to_json(result)
+        out = output.to_json(result, emulated)
         out["written"] = [f"/analysis/{name}" for name in written]
         click.echo(json.dumps(out, indent=2, allow_nan=False))
         return
     if calibration_dir and not result.calibrations:
         click.echo(f"calibration: no record in {calibration_dir} matches a meter of this run")
-    click.echo(output.format_table(result))
+    click.echo(output.format_table(result, emulated))
     click.echo(f"\nwritten to {run_path}: " + ", ".join(f"/analysis/{name}" for name in written))

@@ -30,7 +30,9 @@ from typing import Callable
 
 import click
 
-EMULATED = "EMULATED meters (protocol emulators fed by a bench model, not real instruments)"
+from hwval.sources.emulated import EMULATED_WHAT
+
+EMULATED = f"EMULATED meters ({EMULATED_WHAT})"
 
 
 @dataclass

@@ -37,23 +37,30 @@ def _ci_ms(ci) -> str:
     return "" if not (math.isfinite(lo) and math.isfinite(hi)) else f"[{lo * 1e3:.2f}, {hi * 1e3:.2f}]"
 
 
-def format_sync(result) -> str:
+def format_sync(result, emulated: dict[str, bool] | None = None) -> str:
+    """The table; ``emulated`` (stream -> bool) marks the emulated streams and adds a note."""
+    from hwval.sources.emulated import emulated_note
+
+    emulated = emulated or {}
     lines = []
     kind = "absolute (against the pulse commands)" if result.absolute else f"relative to {result.reference}"
     lines.append(f"reference: {result.reference}  ({kind})")
     lines += [f"note: {n}" for n in result.notes]
-    head = f"{'stream':<20} {'method':<11} {'lag ms':>9} {'95% CI':>20} {'window ms':>10} {'95% CI':>20} " \
+    note = emulated_note(n for n in result.streams if emulated.get(n))
+    if note:
+        lines.append(note)
+    head = f"{'stream':<20} {'emu':<3} {'method':<11} {'lag ms':>9} {'95% CI':>20} {'window ms':>10} {'95% CI':>20} " \
            f"{'drift ppm':>10} {'95% CI':>16} {'quality':>7}"
     lines.append(head)
     for name, st in result.streams.items():
         d_ci = st.drift_ci_ppm
         drift_ci = f"[{d_ci[0]:.1f}, {d_ci[1]:.1f}]" if all(math.isfinite(x) for x in d_ci) else ""
         drift = f"{st.drift_ppm:.2f}" if math.isfinite(st.lag_s) else "-"
-        lines.append(f"{name:<20} {st.method:<11} {_ms(st.lag_s):>9} {_ci_ms(st.lag_ci_s):>20} "
+        lines.append(f"{name:<20} {'yes' if emulated.get(name) else '-':<3} {st.method:<11} {_ms(st.lag_s):>9} {_ci_ms(st.lag_ci_s):>20} "
                      f"{_ms(st.window_s):>10} {_ci_ms(st.window_ci_s):>20} {drift:>10} {drift_ci:>16} "
                      f"{st.quality:>7.2f}")
         if st.note:
-            lines.append(f"{'':<20} {st.note}")
+            lines.append(f"{'':<24} {st.note}")
     return "\n".join(lines)
 
 
@@ -79,6 +86,7 @@ def sync(run_path, reference, max_lag_s, as_json):
       hwval sync run.h5 && hwval analyze run.h5
     """
     from hwval.cli import fail
+    from hwval.runfile.info import emulated_streams
     from hwval.sync.store import entry_attrs, write_sync
     from hwval.sync.synchronise import SyncInputError, synchronise
 
@@ -88,14 +96,16 @@ def sync(run_path, reference, max_lag_s, as_json):
         except SyncInputError as exc:
             fail(str(exc))
         write_sync(run, result)
+        emulated = emulated_streams(run)
     if as_json:
         out = {"reference": result.reference, "absolute": result.absolute, "notes": result.notes,
                "streams": {n: {k: _json_value(v) for k, v in entry_attrs(st, result, "").items()
                                if k not in ("created_utc", "hwval_version", "run_notes")}
+                              | {"emulated": emulated.get(n, False)}
                            for n, st in result.streams.items()}}
         click.echo(json.dumps(out, indent=2, allow_nan=False))
     else:
-        click.echo(format_sync(result))
+        click.echo(format_sync(result, emulated))
         from hwval.runfile.recover import plural
 
         click.echo(f"written: /sync ({plural(len(result.streams), 'stream')})")

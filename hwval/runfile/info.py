@@ -77,6 +77,12 @@ def stream_figures(reader: StreamReader, gap_starts_t: np.ndarray) -> dict:
             "mean_power_w": power_sum / power_count if power_count else None}
 
 
+def emulated_streams(run: RunFile) -> dict[str, bool]:
+    """Each stream's ``emulated`` attribute (set by its driver from the device's identity)."""
+    return {name: bool(run.stream_reader(name).attrs.get(StreamAttr.EMULATED, False))
+            for name in run.stream_names}
+
+
 def summarize(run: RunFile, events_limit: int | None = None) -> dict:
     """The run's summary. ``events`` holds the first ``events_limit`` events in time order (all
     when None); ``event_count`` is always the total."""

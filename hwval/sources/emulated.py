@@ -19,3 +19,13 @@ EMULATOR_MARK = "HWVAL-EMULATOR"
 def says_emulated(fields: Iterable[Any]) -> bool:
     """True when any of the identity ``fields`` the device reported contains the mark."""
     return any(EMULATOR_MARK in str(field) for field in fields)
+
+
+#: What an emulated meter is, in every output that names one (``hwval demo``, capture, sync, analyze).
+EMULATED_WHAT = "protocol emulators fed by a bench model, not real instruments"
+
+
+def emulated_note(names: Iterable[str]) -> str | None:
+    """The one line saying which meters are emulated; None when none is."""
+    names = list(names)
+    return f"EMULATED meters: {', '.join(names)} ({EMULATED_WHAT})" if names else None
