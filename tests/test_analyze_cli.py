@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import tomllib
 
+import h5py
 import numpy as np
 import pytest
 
@@ -64,8 +65,18 @@ def _node(tmp_path, emulated=True, extra=()):
 
 def test_analyze_writes_every_comparison_with_phases(tmp_path):
     path = _node(tmp_path)
+    # only the GPU meter is emulated: its row and software_total (which sums it) are marked
+    with h5py.File(path, "r+") as f:
+        for name in ("wall", "rapl_package_0", "rapl_dram_0", "rapl_core_0"):
+            f["streams"][name].attrs["emulated"] = False
     res = run_hwval("analyze", str(path), "--resamples", "200")
     assert res.returncode == 0, res.stderr
+    emu = {line.split()[0]: line.split()[1] for line in res.stdout.splitlines()
+           if not line.startswith(" ") and line.split()  # the main table, not the indented phases
+           and line.split()[0] in ("rapl_package_0", "nvml_gpu0", "software_total")}
+    assert emu == {"rapl_package_0": "-", "nvml_gpu0": "yes", "software_total": "yes"}
+    assert "EMULATED meters: nvml_gpu0 (protocol emulators" in res.stdout
+    assert res.stdout.startswith("reference: wall   window")  # a real reference is not marked
     assert "NOT SYNCHRONISED" in res.stdout and "hwval sync" in res.stdout
     assert "software_total" in res.stdout and "unmetered power" in res.stdout
     with open_run(path) as run:
@@ -108,12 +119,15 @@ def test_analyze_writes_every_comparison_with_phases(tmp_path):
 
 def test_analyze_json_psu_and_candidate_choice(tmp_path):
     path = _node(tmp_path)
+    with h5py.File(path, "r+") as f:
+        f["streams"]["wall"].attrs["emulated"] = False  # a real reference, emulated software meters
     res = run_hwval("analyze", str(path), "--candidate", "software_total", "--psu-efficiency", "0.9",
                     "--resamples", "100", "--json")
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
     assert list(out["comparisons"]) == ["software_total__vs__wall"]
     total = out["comparisons"]["software_total__vs__wall"]
+    assert total["emulated"] is True and total["reference_emulated"] is False and out["reference_emulated"] is False
     true_mean = np.mean(profile_w(np.linspace(20, 120, 100001)))
     wall = true_mean + 30
     assert total["unmetered_w"] == pytest.approx(0.9 * wall - (0.8 * true_mean - 2), rel=5e-3)
