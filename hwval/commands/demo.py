@@ -122,7 +122,9 @@ def headline(run_path: Path, bench: Bench) -> str:
     comp = analysis.get(f"rapl_package_0__vs__{bench.reference}")
     if comp is not None:
         a = comp.attrs
-        parts.append(f"RAPL package reads {100 * a['energy_cand_j'] / a['energy_ref_j']:.1f} % of the wall "
+        # the comparison's reference is the analyzer (it meters the wall power), not the plug
+        parts.append(f"RAPL package reads {100 * a['energy_cand_j'] / a['energy_ref_j']:.1f} % "
+                     "of the analyzer (wall power) "
                      f"({a['energy_cand_j']:.0f} J of {a['energy_ref_j']:.0f} J)")
     plug = sync.get(bench.plug)
     if plug is not None and math.isfinite(float(plug.attrs.get("lag_s", math.nan))):
@@ -131,6 +133,9 @@ def headline(run_path: Path, bench: Bench) -> str:
         rel = "" if a.get("absolute") else f" relative to {a['reference']}"
         configured = f" (its emulator: {bench.plug_latency_s:.2f} s)" if math.isfinite(bench.plug_latency_s) else ""
         parts.append(f"lag of the plug {a['lag_s']:.2f} s +- {(hi - lo) / 2:.2f} s{rel}{configured}")
+    else:
+        # said, not left out: a headline without the plug's lag would hide that its sync failed
+        parts.append("plug: no response to the sync pulses")
     return "; ".join(parts) + f" [{EMULATED}]"
 
 
