@@ -5,9 +5,11 @@ Prints:
    emulator in a temporary folder; a real sysfs read adds the kernel's MSR read, ~1-3 us);
 2. microseconds per NVML call path against the simulated driver (``hwval.emulators.nvml_sim``:
    autospec'd pynvml functions), split into the fake calls and the source's own work;
-3. the highest polling rate each source sustains on the recorder's absolute-deadline scheduler
+3. microseconds per ``synthetic`` read (the bench model: profile, meter window and noise), for
+   the default meter model and for a 1 s window mean;
+4. the highest polling rate each source sustains on the recorder's absolute-deadline scheduler
    (``hwval.clock.PeriodicSchedule``) with fewer than 1 % missed deadlines;
-4. with ``--real-nvml`` on a machine with an NVIDIA GPU (and torch with CUDA): real call costs,
+5. with ``--real-nvml`` on a machine with an NVIDIA GPU (and torch with CUDA): real call costs,
    the update period of each value, the ``nvml`` source's read cost and sustained rate, and an
    idle / load / idle run comparing the energy counter with integrated power per phase.
 
@@ -37,6 +39,7 @@ from hwval.sources.nvml import NvmlSource, smallest_change_interval_s
 from hwval.sources.nvml_devices import field_value
 from hwval.emulators.nvml_sim import SimGpu, SimNvml
 from hwval.sources.rapl import RaplSource
+from hwval.sources.synthetic import create as create_synthetic
 
 RATES_HZ = (100, 250, 500, 1000, 2000, 5000, 10000)
 
@@ -107,6 +110,17 @@ def bench_rapl(seconds: float) -> None:
             src.close()
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def bench_synthetic() -> None:
+    # Not free: every read evaluates the bench's profile and meter model (and the exact energy).
+    for options in ({}, {"window_s": 1.0}, {"energy": False}):
+        src = create_synthetic(SourceSpec("synthetic", "idle-load", "synthetic", 0.01, options))
+        src.open(NullCtx())
+        read_us = per_call_us(src.read, 20000)
+        shown = "&".join(f"{k}={v}" for k, v in options.items()) or "default options"
+        print(f"synthetic:idle-load ({shown}): read() {read_us:.1f} us")
+        src.close()
 
 
 def bench_nvml(seconds: float) -> None:
@@ -336,6 +350,7 @@ def main() -> None:
     if not (args.real_nvml and args.real_only):
         bench_rapl(args.seconds_per_rate)
         bench_nvml(args.seconds_per_rate)
+        bench_synthetic()
     if args.real_nvml:
         figures = real_nvml(args.idle_s, args.load_s, args.seconds_per_rate)
         if args.json is not None:

@@ -1,6 +1,7 @@
 """One clean capture per driver, through its real transport against its emulator, under the real
 recorder: zero counted errors (so no ``undeclared_key``), every declared key present, power
-equal to the bench's constant truth within the meter's quantum, and the stream marked emulated.
+equal to the bench's constant truth within half the meter's quantum where the meter rounds to
+it (within a justified bound where it does not), and the stream marked emulated.
 
 The bench is a constant power that no meter's resolution represents exactly, so every driver's
 scaling and rounding is checked (a 1 W meter must read 123 W, a 0.1 W meter 123.5 W, ...).
@@ -11,6 +12,7 @@ from __future__ import annotations
 import inspect
 import math
 import time
+import typing
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -22,10 +24,12 @@ from hwval.benchmodel import Bench, MeterModel, PowerProfile
 from hwval.capture.recorder import Recorder
 from hwval.clock import now_ns
 from hwval.runfile.documents import Event, Page, Start
-from hwval.sources.base import STANDARD_UNITS, Source, SourceSpec, StreamInfo
+from hwval.sources.base import Semantics, Source, SourceSpec, StreamInfo
 from hwval.sources.registry import BUILTIN_DRIVERS, Registry
 
 TRUE_W = 123.4567
+#: The semantics a key may declare (hwval.sources.base.Semantics); a key may also declare none.
+SEMANTICS = typing.get_args(Semantics)
 PROFILE = f"constant:{TRUE_W}"
 #: Readings per stream a clean capture must reach; the capture ends as soon as it has them.
 READINGS = 3
@@ -38,11 +42,15 @@ class Case:
     source: Source
     #: stream name -> true power (W) each of its readings must show
     truth_w: dict[str, float]
-    #: the meter's resolution in power (W): a reading is within one quantum of the truth
+    #: the meter's resolution in power (W)
     quantum_w: float
     #: for a meter whose power resolution depends on the reading (an energy counter over the
     #: measured interval): columns -> quantum of each reading
     quantum_of: Callable[[dict[str, np.ndarray]], np.ndarray] | None = None
+    #: the meter rounds the power to its quantum, so a reading is within half a quantum of the
+    #: truth (123.4567 W must read 123 W at 1 W, not 124); False: within one quantum (the
+    #: reading is not one value rounded to the quantum; each case says why)
+    rounds: bool = False
 
 
 def spec(driver: str, resource: str, period_s: float | None = None, name: str = "wall",
@@ -56,9 +64,10 @@ def bench() -> Bench:
 
 @contextmanager
 def serial_case(emulator_cls, driver: str, quantum_w: float, query: dict | None = None,
-                **emulator_kw) -> Iterator[Case]:
+                rounds: bool = True, **emulator_kw) -> Iterator[Case]:
     with emulator_cls(bench(), MeterModel(), **emulator_kw) as emu:
-        yield Case(Registry().create(spec(driver, emu.path, **(query or {}))), {"wall": TRUE_W}, quantum_w)
+        yield Case(Registry().create(spec(driver, emu.path, **(query or {}))), {"wall": TRUE_W}, quantum_w,
+                   rounds=rounds)
 
 
 @contextmanager
@@ -96,8 +105,9 @@ def cse7766():
     from hwval.emulators.cse7766 import Cse7766Emulator
 
     # power from the coefficient / period registers: the period is an integer count, so the
-    # resolution is about P / period (a few mW near 123 W); 0.01 W bounds it
-    with serial_case(Cse7766Emulator, "cse7766", 0.01) as case:
+    # resolution is about P / period (a few mW near 123 W) and the power is not one value rounded
+    # to a fixed step; 0.01 W bounds it
+    with serial_case(Cse7766Emulator, "cse7766", 0.01, rounds=False) as case:
         yield case
 
 
@@ -111,12 +121,13 @@ def wattsup():
 
 
 @contextmanager
-def visa_case(instrument, driver: str, quantum_w: float, **options) -> Iterator[Case]:
+def visa_case(instrument, driver: str, quantum_w: float, rounds: bool = True, **options) -> Iterator[Case]:
     from hwval.emulators.scpi_server import ScpiServer
 
     server = ScpiServer(instrument).start()
     try:
-        yield Case(Registry().create(spec(driver, server.resource, **options)), {"wall": TRUE_W}, quantum_w)
+        yield Case(Registry().create(spec(driver, server.resource, **options)), {"wall": TRUE_W}, quantum_w,
+                   rounds=rounds)
     finally:
         server.stop()
 
@@ -143,8 +154,10 @@ def hmc8015():
 def n6705():
     from hwval.emulators.n6705 import N6705
 
-    # power = V x I of the array samples; both in NR3 with ~6 digits
-    with visa_case(N6705(bench(), MeterModel(), rail_v=12.0), "n6705", 1e-3,
+    # power = V x I of the array samples; both in NR3 with ~6 digits: a product of two rounded
+    # values is not one value rounded to a step (its relative error is up to the sum of both),
+    # so a whole 1 mW bounds it
+    with visa_case(N6705(bench(), MeterModel(), rail_v=12.0), "n6705", 1e-3, rounds=False,
                    points=100, interval_s=0.001) as case:
         yield case
 
@@ -180,8 +193,8 @@ def rapl(tmp_path):
     try:
         source = RaplSource(spec("rapl", str(tmp_path), 0.05, name="rapl"),
                             clock_ns=CountersFollowTheSource(writer))
-        # a counter in whole microjoules: the difference of two floored counters is within
-        # 1 uJ of the true energy, so the power within 1 uJ / the measured interval
+        # a counter in whole microjoules: the difference of two floored (not rounded) counters is
+        # within 1 uJ of the true energy, so the power within a whole 1 uJ / the measured interval
         yield Case(source, {"rapl_package_0": TRUE_W * SHARES["package"],
                             "rapl_dram_0": TRUE_W * SHARES["dram"]}, math.nan,
                    lambda columns: 1e-6 / columns["interval_s"])
@@ -197,12 +210,14 @@ def nvml(monkeypatch):
     sim = SimNvml([SimGpu("GPU-cccccccc-0000-0000-0000-000000000000", update_s=0.02)],
                   profile=PowerProfile.parse(PROFILE))
     with sim.patch():
-        # nvmlDeviceGetPowerUsage is in integer milliwatts
-        yield Case(Registry().create(spec("nvml", "", 0.02, name="nvml")), {"nvml_gpu0": TRUE_W}, 1e-3)
+        # nvmlDeviceGetPowerUsage is in integer milliwatts (the simulator rounds to them)
+        yield Case(Registry().create(spec("nvml", "", 0.02, name="nvml")), {"nvml_gpu0": TRUE_W}, 1e-3,
+                   rounds=True)
 
 
 @contextmanager
 def synthetic():
+    # no quantum (quantum_w=0): the bench's value itself, within float error
     yield Case(Registry().create(spec("synthetic", PROFILE, 0.02)), {"wall": TRUE_W}, 1e-9)
 
 
@@ -269,14 +284,18 @@ def test_clean_capture_has_no_errors_every_declared_key_and_the_true_power(drive
         columns = recorded.readings[name]
         assert set(columns) == set(info.key_names())
         for key in info.keys:
-            assert key.unit == STANDARD_UNITS.get(key.name, key.unit)
+            assert isinstance(key.unit, str) and key.unit.strip(), (name, key)
+            assert key.semantics in (*SEMANTICS, None), (name, key)
+            if key.name in ("power_w", "energy_j"):  # what the analysis relies on must be declared
+                assert key.semantics in SEMANTICS, (name, key)
             # every declared key carries values (a counter or a derived key may start with NaN)
             assert np.isfinite(columns[key.name]).any(), (name, key.name)
         finite = np.isfinite(columns["power_w"])
         power = columns["power_w"][finite]
         quantum = case.quantum_w if case.quantum_of is None else case.quantum_of(columns)[finite]
+        bound = quantum / 2 if case.rounds else quantum
         err = np.abs(power - case.truth_w[name])
-        assert np.all(err <= quantum + 1e-9), (name, power, case.truth_w[name], quantum)
+        assert np.all(err <= bound + 1e-9), (name, power, case.truth_w[name], bound)
     errors = [e for e in recorded.events if e.name in ("error", "gap_start", "reconnect")]
     assert errors == []
 

@@ -192,7 +192,7 @@ def cli(bench: Bench, model: MeterModel, ready_file: str | None, faults: FaultPl
     \b
     Example:
       hwval emulate pzem004t --profile steps --ready-file /tmp/pzem.json
-      hwval capture -m pzem004t:/tmp/hwval-emu-pzem004t-XXXX/tty?address=1 --duration 10 -o dry.h5
+      hwval capture -m 'pzem004t:/tmp/hwval-emu-pzem004t-XXXX/tty?address=1' --duration 10 -o dry.h5
     """
     try:
         emulator = Pzem004tEmulator(bench, model, faults, address=address, update_s=update_s,

@@ -231,7 +231,11 @@ def check_readable(domain: RaplDomain) -> str | None:
 def permission_fixes(root: str | os.PathLike) -> str:
     """The ways to make RAPL counters readable without running everything as root."""
     return (
-        "install the udev rule in firmware_configs/udev/ (group-readable energy_uj), or "
+        # The rule is not package data (a wheel has no firmware_configs/): name where it lives and
+        # what it does, so a wheel user can write the one line themselves.
+        "install a udev rule that makes energy_uj group-readable (99-hwval-rapl.rules in the hwval "
+        "repository's firmware_configs/udev/: on powercap add, chgrp power and chmod g+r "
+        "energy_uj), or "
         f"'sudo chmod o+r {root}/intel-rapl:*/energy_uj {root}/intel-rapl:*/intel-rapl:*/energy_uj' "
         "until reboot, or run the capture through a privileged helper (sudo), or use perf_events "
         "power/energy-pkg/ with CAP_PERFMON"

@@ -13,8 +13,9 @@ from typing import Mapping
 
 from hwval.sources.base import Source, SourceFactory, SourceSpec
 
-#: The driver names of the design contract, plus ``synthetic`` (a zero-cost software source with
-#: a known power profile, used for dry runs, tests and overhead benchmarks).
+#: The driver names of the design contract, plus ``synthetic`` (a software source with a known
+#: power profile, used for dry runs, tests and overhead benchmarks; a read costs tens of us, see
+#: benchmarks/software_read_cost.py).
 BUILTIN_DRIVERS: Mapping[str, str] = MappingProxyType(
     {
         "tasmota": "hwval.sources.serial.tasmota:create",

@@ -13,7 +13,7 @@ Vendor errors are translated here, once (STYLE lesson 8):
 Resources: ``TCPIP::host::port::SOCKET`` (raw socket, e.g. HMC8015 on 5025),
 ``TCPIP::host::INSTR`` (VXI-11), ``USB0::...::INSTR``, ``GPIB0::n::INSTR`` through whatever
 backend is asked for: ``@py`` (pyvisa-py, default), ``@ivi`` (vendor VISA), ``FILE.yaml@sim``
-(pyvisa-sim) or ``sim`` (the definition shipped in ``hwval/emulators/sim/<driver>.yaml``).
+(pyvisa-sim) or ``sim`` (the definition shipped in ``hwval/sources/visa/sim/<driver>.yaml``).
 Sources: pyvisa/pyvisa-py ``tcpip.py``; pyvisa/pyvisa-sim docs.
 """
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +50,10 @@ COMMON_OPTIONS = (
 
 
 def sim_definition(driver: str) -> Path:
-    """The pyvisa-sim YAML shipped for ``driver``."""
-    return Path(__file__).resolve().parents[2] / "emulators" / "sim" / f"{driver}.yaml"
+    """The pyvisa-sim YAML shipped for ``driver`` (package data, found from a wheel too)."""
+    # pyvisa-sim opens the definition by file name, so a real path is needed: pip installs a
+    # wheel unpacked, where files() is a pathlib.Path already.
+    return Path(str(files("hwval.sources.visa") / "sim" / f"{driver}.yaml"))
 
 
 def resolve_backend(backend: str, driver: str) -> str:
