@@ -14,7 +14,7 @@ from hwval.sources.base import SourceSpec
 from hwval.sources.serial import esphome_codec as codec
 from hwval.sources.serial.esphome import create
 
-from serial_e2e import capture, event_names, expected_power_w, near_step
+from serial_e2e import MAX_RECEIPT_DELAY_S, capture, event_names, expected_power_w, near_step
 
 DOC_LINE = (b"\x1b[0;36m[D][sensor:093]: 'Power': Sending state 24.40000 W with 1 decimals of "
             b"accuracy\x1b[0m")
@@ -105,4 +105,6 @@ def test_capture_matches_truth_through_faults_stall_and_unplug(tmp_path):
     energy = c.data["energy_j"]
     e_ok = ~np.isnan(energy)
     truth = bench.profile.energy_j(t[e_ok][0], t[e_ok][-1])
-    assert energy[e_ok][0] == 0.0 and abs(energy[e_ok][-1] - truth) < 250 * 0.12
+    # the truth spans receipt times: each end may be up to MAX_RECEIPT_DELAY_S after the meter's
+    # instant (31 J off at load ~10 against the former 0.12 s bound)
+    assert energy[e_ok][0] == 0.0 and abs(energy[e_ok][-1] - truth) < 250 * (0.12 + MAX_RECEIPT_DELAY_S)

@@ -1,4 +1,4 @@
-"""The wt300 driver through pyvisa-sim with the shipped definition (hwval/emulators/sim/wt300.yaml):
+"""The wt300 driver through pyvisa-sim with the shipped definition (hwval/sources/visa/sim/wt300.yaml):
 a WT310E whose firmware knows ':RATE' but not ':SAMP:RATE'."""
 
 from __future__ import annotations
