@@ -16,6 +16,23 @@ def run_hwval(*args: str, timeout: float = 60, **kwargs) -> subprocess.Completed
     return subprocess.run([*HWVAL, *args], capture_output=True, text=True, timeout=timeout, **kwargs)
 
 
+def journaled_readings(out_path) -> int:
+    """Readings a live capture has already written ahead to its journal (0 before it starts, or
+    while a record is half-written: the next poll sees it whole). Tests wait on this, not on a
+    sleep, to know a capture is recording."""
+    from hwval.runfile.documents import Page
+    from hwval.runfile.journal import journal_path
+    from hwval.runfile.recover import read_journal
+
+    path = journal_path(str(out_path))
+    if not os.path.exists(path):
+        return 0
+    try:
+        return sum(len(doc.t) for doc in read_journal(path) if isinstance(doc, Page))
+    except (OSError, ValueError):
+        return 0
+
+
 def popen_hwval(*args: str, **kwargs) -> subprocess.Popen:
     return subprocess.Popen([*HWVAL, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, **kwargs)

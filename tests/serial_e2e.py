@@ -4,7 +4,6 @@ against an in-process emulator and compare what was recorded with the bench's tr
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -13,11 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from conftest import journaled_readings
 from hwval.benchmodel import Bench, MeterModel
-from hwval.runfile.documents import Page
-from hwval.runfile.journal import journal_path
 from hwval.runfile.reader import open_run
-from hwval.runfile.recover import read_journal
 
 
 @dataclass
@@ -70,16 +67,6 @@ MAX_RECEIPT_DELAY_S = 0.25
 START_TIMEOUT_S = 90.0
 
 
-def _journaled_readings(out_path: str) -> int:
-    path = journal_path(out_path)
-    if not os.path.exists(path):
-        return 0
-    try:
-        return sum(len(doc.t) for doc in read_journal(path) if isinstance(doc, Page))
-    except (OSError, ValueError):  # a record being written; the next poll sees it whole
-        return 0
-
-
 def _capture_armed(spec: str, out_path: str, duration_s: float, emulator) -> tuple[int, str]:
     emulator.hold_faults()
     proc = subprocess.Popen(
@@ -88,7 +75,7 @@ def _capture_armed(spec: str, out_path: str, duration_s: float, emulator) -> tup
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
-        while _journaled_readings(out_path) == 0:
+        while journaled_readings(out_path) == 0:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
                 _, err = proc.communicate()

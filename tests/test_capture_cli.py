@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import popen_hwval, run_hwval
+from conftest import journaled_readings, popen_hwval, run_hwval
 from hwval.runfile.documents import Page
 from hwval.runfile.journal import journal_path
 from hwval.runfile.reader import open_run
@@ -85,20 +85,12 @@ def test_info_text_and_json(tmp_path):
     assert summary["complete"] is True and summary["exit_code"] == 0
 
 
-def _journal_readings(out) -> int:
-    """Readings the live capture has already written ahead to its journal (0 before it starts)."""
-    path = journal_path(out)
-    if not path.exists():
-        return 0
-    return sum(len(doc.t) for doc in read_journal(path) if isinstance(doc, Page))
-
-
 def _wait_recording(proc, out, readings: int, timeout_s: float = 60.0) -> None:
     """Wait until the capture has journaled ``readings`` readings: it is then in its run phase,
     where a signal is handled, not mid-start (an early SIGINT lands in the interpreter's
     start-up on a loaded machine). Event-based: no fixed sleep to outlast the load."""
     deadline = time.monotonic() + timeout_s
-    while _journal_readings(out) < readings:
+    while journaled_readings(out) < readings:
         assert proc.poll() is None, proc.communicate()[1]
         assert time.monotonic() < deadline, f"capture wrote < {readings} readings in {timeout_s} s"
         time.sleep(0.05)
