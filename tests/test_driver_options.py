@@ -40,6 +40,8 @@ def test_every_driver_builds_from_its_defaults_and_names_itself_in_errors(driver
     assert sorted(parsed) == sorted(declared.names())
     for option in declared.options:
         assert option.help, f"{driver}.{option.name} has no help"
+        # a fact still open is said plainly in help (what is known), never as a shouted mark
+        assert "UNVERIFIED" not in option.help.upper(), f"{driver}.{option.name}"
         if option.default is not None:
             assert option.check(option.default) == option.default
     source = Registry().create(spec(driver))
