@@ -143,13 +143,12 @@ def spec_place(spec: SourceSpec) -> str:
     A ``-m`` spec is quoted whole: its text already holds the driver and any ``name=``, so
     nothing is added (``-m 'wt300:...?update_s=abc'``). A TOML table gets the file, the table
     and the meter's name, with the driver only when the name differs
-    (``lab.toml: meters[0] (meter 'plug', tasmota)``). A spec built in code names the driver, or
-    the meter and its driver.
+    (``lab.toml: meters[0] (meter 'plug', tasmota)``). A spec built in code names its driver,
+    as the drivers' own checks do (``tasmota: option 'period_s' must be > 0``).
     """
-    who = spec.driver if spec.name in ("", spec.driver) else f"meter {spec.name!r} ({spec.driver})"
     origin = getattr(spec, "origin", "")
     if not origin:
-        return who
+        return spec.driver
     if origin.startswith("-m "):
         return origin
     if spec.name in ("", spec.driver):
