@@ -35,10 +35,11 @@ import pynvml
 from hwval.clock import PeriodicSchedule
 from hwval.emulators.powercap import build_tree, plan_zones
 from hwval.sources.base import SourceSpec
-from hwval.sources.nvml import NvmlSource, smallest_change_interval_s
-from hwval.sources.nvml_devices import field_value
+from hwval.sources.nvml.detect import smallest_change_interval_s
+from hwval.sources.nvml.devices import field_value
+from hwval.sources.nvml.source import NvmlSource
 from hwval.emulators.nvml_sim import SimGpu, SimNvml
-from hwval.sources.rapl import RaplSource
+from hwval.sources.rapl.source import RaplSource
 from hwval.sources.synthetic import create as create_synthetic
 
 RATES_HZ = (100, 250, 500, 1000, 2000, 5000, 10000)

@@ -117,7 +117,7 @@ def config_from_dict(raw: dict[str, Any], where: str = "<config>",
         meters.append(SourceSpec(driver=driver, resource=table["resource"], name=name,
                                  period_s=float(table["period_s"]) if "period_s" in table else None,
                                  options=dict(table.get("options", {})),
-                                 origin=f"{where}: {label}.options"))
+                                 origin=f"{where}: {label}"))
     _check_unique_names(meters, where)
     return CaptureConfig(output=raw.get("output", DEFAULT_OUTPUT), software=software,
                          meters=tuple(meters), path=where)

@@ -14,8 +14,8 @@ import warnings
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
-from hwval.sources.rapl_zones import (DEFAULT_POWERCAP_ROOT, PowercapError, check_readable, discover,
-                                      permission_fixes)
+from hwval.sources.rapl.permissions import check_readable, permission_fixes
+from hwval.sources.rapl.zones import DEFAULT_POWERCAP_ROOT, PowercapError, discover
 
 VISA_TIMEOUT_S = 3.0
 
@@ -109,8 +109,8 @@ def check_visa(timeout_s: float = VISA_TIMEOUT_S) -> list[Finding]:
 def check_nvml() -> list[Finding]:
     import pynvml
 
-    from hwval.sources.nvml import init_error_message
-    from hwval.sources.nvml_devices import enumerate_devices, error_name, identity
+    from hwval.sources.nvml.devices import enumerate_devices, identity
+    from hwval.sources.nvml.errors import error_name, init_error_message
 
     try:
         pynvml.nvmlInit()

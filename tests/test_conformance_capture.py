@@ -184,7 +184,7 @@ class CountersFollowTheSource:
 @contextmanager
 def rapl(tmp_path):
     from hwval.emulators.powercap import PowercapWriter, build_tree, plan_zones, SHARES
-    from hwval.sources.rapl import RaplSource
+    from hwval.sources.rapl.source import RaplSource
 
     zones = plan_zones(1, ("dram",), False, "sysfs")
     max_range_uj = 262_143_328_850

@@ -40,6 +40,8 @@ def test_every_driver_builds_from_its_defaults_and_names_itself_in_errors(driver
     assert sorted(parsed) == sorted(declared.names())
     for option in declared.options:
         assert option.help, f"{driver}.{option.name} has no help"
+        # a fact still open is said plainly in help (what is known), never as a shouted mark
+        assert "UNVERIFIED" not in option.help.upper(), f"{driver}.{option.name}"
         if option.default is not None:
             assert option.check(option.default) == option.default
     source = Registry().create(spec(driver))
@@ -89,7 +91,7 @@ def test_an_option_error_from_a_toml_file_names_the_file_and_comes_alone(tmp_pat
     lab = tmp_path / "lab.toml"
     lab.write_text('[[meters]]\nname = "plug"\ndriver = "tasmota"\nresource = "/dev/null"\n'
                    'options = { mode = "pol" }\n', encoding="utf-8")
-    with pytest.raises(OptionError, match=rf"^{lab}: meters\[0\]\.options: tasmota: option 'mode'"):
+    with pytest.raises(OptionError, match=rf"^{lab}: meters\[0\] \(meter 'plug', tasmota\): option 'mode'"):
         Registry().create(load_config(lab).meters[0])
     # auto NVML/RAPL (an empty powercap tree gives a RAPL note when RAPL is tried): the option
     # error must be checked before them, so it is the only line printed
@@ -97,9 +99,51 @@ def test_an_option_error_from_a_toml_file_names_the_file_and_comes_alone(tmp_pat
                                    "--duration", "1", "-o", str(tmp_path / "run.h5")])
     assert res.exit_code == 2, res.output
     lines = res.stderr.strip().splitlines()
-    assert lines == [f"hwval: error: meter 'plug': {lab}: meters[0].options: tasmota: option 'mode' "
+    assert lines == [f"hwval: error: {lab}: meters[0] (meter 'plug', tasmota): option 'mode' "
                      "must be one of poll, sensor, got 'pol'"]
     assert not (tmp_path / "run.h5").exists()
+
+
+WT300 = "wt300:TCPIP::127.0.0.1::1::SOCKET"
+
+
+@pytest.mark.parametrize("meter, toml, expected, names", [
+    # -m: the spec holds the driver (and any name=): quoted whole, nothing named again
+    (f"{WT300}?update_s=abc", None,
+     f"-m '{WT300}?update_s=abc': option 'update_s' must be a number > 0 s, got 'abc'", ["wt300"]),
+    (f"{WT300}?name=ref&update_s=abc", None,
+     f"-m '{WT300}?name=ref&update_s=abc': option 'update_s' must be a number > 0 s, got 'abc'",
+     ["wt300", "ref"]),
+    (f"{WT300}?bogus=1", None,
+     f"-m '{WT300}?bogus=1': unknown option 'bogus' (accepted: backend, current_range_a, element, "
+     "integrate, profile, ranging, ranging_s, timeout_s, update_s, voltage_range_v)", ["wt300"]),
+    # a check the driver makes itself (two options together) is placed the same way
+    (f"{WT300}?ranging=fixed", None,
+     f"-m '{WT300}?ranging=fixed': ranging=fixed needs voltage_range_v=V and current_range_a=A",
+     ["wt300"]),
+    # TOML: the file and table, the meter's name, the driver only where the name differs
+    (None, 'driver = "wt300"\noptions = { update_s = "abc" }',
+     "{lab}: meters[0] (meter 'wt300'): option 'update_s' must be a number > 0 s, got 'abc'", ["wt300"]),
+    (None, 'name = "bench"\ndriver = "wt300"\noptions = { update_s = 0 }',
+     "{lab}: meters[0] (meter 'bench', wt300): option 'update_s' must be a number > 0 s, got 0",
+     ["wt300", "bench"]),
+])
+def test_an_option_error_is_one_line_naming_the_meter_once(tmp_path, meter, toml, expected, names):
+    lab = tmp_path / "lab.toml"
+    if toml is None:
+        where = ["-m", meter]
+    else:
+        lab.write_text(f'[[meters]]\n{toml}\nresource = "TCPIP::127.0.0.1::1::SOCKET"\n', encoding="utf-8")
+        where = ["-c", str(lab)]
+    res = CliRunner().invoke(cli, ["capture", *where, "--no-nvml", "--no-rapl", "--duration", "1",
+                                   "-o", str(tmp_path / "run.h5")])
+    assert res.exit_code == 2, res.output
+    lines = res.stderr.strip().splitlines()
+    assert lines == ["hwval: error: " + expected.format(lab=lab)]
+    # the folder pytest made for this test may hold a meter's name: counted after the file
+    said = lines[0].replace(str(lab), "")
+    for name in names:
+        assert said.count(name) == 1, (name, said)
 
 
 def test_drivers_command_lists_every_driver_and_its_options():
@@ -125,7 +169,7 @@ def test_an_option_error_from_a_meter_spec_names_the_spec():
     meter = parse_meter_spec("pzem004t:/dev/ttyUSB1?address=300&name=wall")
     with pytest.raises(OptionError) as err:
         Registry().create(meter)
-    assert str(err.value) == ("-m 'pzem004t:/dev/ttyUSB1?address=300&name=wall': pzem004t: option "
+    assert str(err.value) == ("-m 'pzem004t:/dev/ttyUSB1?address=300&name=wall': option "
                               "'address' must be a whole number >= 1 and <= 248, got 300")
 
 

@@ -4,7 +4,9 @@ codes."""
 
 from __future__ import annotations
 
+import importlib
 import inspect
+import pkgutil
 import re
 import time
 
@@ -14,9 +16,11 @@ from conftest import StepClock
 
 from hwval.benchmodel import PowerProfile
 from hwval.sources.base import Disconnected, SourceSpec, SourceUnavailable, TransientError
-from hwval.sources import nvml, nvml_devices
-from hwval.sources.nvml import NvmlSource, create
-from hwval.sources.nvml_devices import NvmlDevice, parse_visible, power_usage_semantics, resolve_visible
+import hwval.sources.nvml
+from hwval.sources.nvml.detect import DETECT_LIMIT_FACTOR, smallest_change_interval_s
+from hwval.sources.nvml.devices import NvmlDevice, power_usage_semantics
+from hwval.sources.nvml.source import NvmlSource, create
+from hwval.sources.nvml.visible import parse_visible, resolve_visible
 from hwval.emulators.nvml_sim import SimGpu, SimNvml
 from hwval.sources.testing import RecordingContext
 
@@ -409,7 +413,7 @@ def test_update_period_burst_is_bounded_when_the_value_never_changes():
     with sim.patch():
         src, ctx, infos = open_source(sim, clock=clock, detect_s=0.25)
     assert src.update_periods == {"nvml_gpu0": None}
-    limit_s = nvml.DETECT_LIMIT_FACTOR * 0.25
+    limit_s = DETECT_LIMIT_FACTOR * 0.25
     assert any(f"changed 0 time(s) in a {limit_s:.3g} s burst" in n for n in infos[0].notes), infos[0].notes
 
 
@@ -421,9 +425,9 @@ def test_an_interval_over_a_held_back_read_is_not_taken_for_the_period():
     tight0, held, tight60, tight80 = (-ms // 1000, ms // 1000), (10 * ms, 45 * ms), \
         (60 * ms - 1000, 60 * ms + 1000), (80 * ms - 1000, 80 * ms + 1000)
     # 60 ms over 2 changes is only an upper bound (30 ms): no period yet
-    assert nvml.smallest_change_interval_s([tight0, held, tight60], widths) is None
+    assert smallest_change_interval_s([tight0, held, tight60], widths) is None
     # two neighbouring well-timed changes: one period apart
-    assert nvml.smallest_change_interval_s([tight0, held, tight60, tight80], widths) == pytest.approx(0.02)
+    assert smallest_change_interval_s([tight0, held, tight60, tight80], widths) == pytest.approx(0.02)
 
 
 def test_options_are_checked():
@@ -450,7 +454,10 @@ def test_the_simulation_stands_in_for_every_pynvml_function_the_source_calls():
     import hwval.doctor
 
     called = set()
-    for module in (nvml, nvml_devices, hwval.doctor):
+    package = hwval.sources.nvml
+    modules = [importlib.import_module(f"{package.__name__}.{m.name}") for m in pkgutil.iter_modules(package.__path__)]
+    assert {m.__name__.rsplit(".", 1)[1] for m in modules} >= {"source", "devices", "visible", "errors", "detect"}
+    for module in (*modules, hwval.doctor):
         called |= set(re.findall(r"\bpynvml\.(nvml[A-Za-z]+)\b", inspect.getsource(module)))
     assert {"nvmlInit", "nvmlDeviceGetPowerUsage", "nvmlDeviceGetFieldValues"} <= called
     real = {name: inspect.signature(getattr(pynvml, name)) for name in called}

@@ -17,7 +17,8 @@ import pytest
 from hwval.benchmodel import Bench, PowerProfile
 from hwval.emulators.powercap import PowercapWriter, build_tree, plan_zones
 from hwval.sources.base import SourceSpec
-from hwval.sources.rapl import MIN_POWER_INTERVAL_S, RaplSource
+from hwval.sources.rapl.counter import MIN_POWER_INTERVAL_S
+from hwval.sources.rapl.source import RaplSource
 from hwval.runfile.reader import open_run
 from hwval.sources.testing import RecordingContext
 from conftest import StepClock

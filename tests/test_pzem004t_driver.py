@@ -41,6 +41,9 @@ def test_reads_the_emulated_module_with_identity(bench):
                                         "frequency_hz", "power_factor")
             power = {k.name: k for k in info.keys}["power_w"]
             assert (power.semantics, power.window_s) == ("window_mean", 1.0)
+            # what is known about the refresh, said plainly (docs/protocols/pzem004t.md)
+            assert power.description == ("active power, 0.1 W resolution; the manual states no refresh "
+                                         "rate, users observe about one refresh per second")
             reading = src.read()["wall"]
         finally:
             src.close()

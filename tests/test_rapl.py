@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 
 from hwval.emulators.powercap import build_tree, format_counter, plan_zones
 from hwval.sources.base import SourceSpec, SourceUnavailable, TransientError
-from hwval.sources import rapl
-from hwval.sources.rapl import RaplSource, create
-from hwval.sources.rapl_zones import discover
+from hwval.sources.rapl.counter import MIN_POWER_INTERVAL_S
+from hwval.sources.rapl.source import RaplSource, create
+from hwval.sources.rapl.zones import discover
 from hwval.sources.testing import RecordingContext
 from conftest import StepClock
 
@@ -134,7 +134,7 @@ def test_a_catch_up_read_right_after_a_late_one_keeps_the_energy_but_gives_no_po
         clock.advance(dt_s)
         out = src.read()["rapl_package_0"]
         assert out["energy_j"] == counter_uj / 1e6 and out["interval_s"] == pytest.approx(dt_s)
-        if dt_s < rapl.MIN_POWER_INTERVAL_S:
+        if dt_s < MIN_POWER_INTERVAL_S:
             assert math.isnan(out["power_w"])
         else:
             assert out["power_w"] == pytest.approx(30.0)

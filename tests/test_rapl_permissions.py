@@ -21,7 +21,7 @@ import pytest
 from hwval.doctor import Finding, run_checks
 from hwval.emulators.powercap import build_tree, plan_zones
 from hwval.sources.base import SourceSpec
-from hwval.sources.rapl import RaplSource
+from hwval.sources.rapl.source import RaplSource
 from hwval.sources.testing import RecordingContext
 
 NOBODY = 65534

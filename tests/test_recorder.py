@@ -147,8 +147,8 @@ def test_source_that_cannot_open_refuses_the_capture_and_writes_nothing(tmp_path
 
 
 def test_driver_option_errors_are_config_errors(tmp_path):
-    with pytest.raises(ConfigError, match=r"^meter 'synthetic': -m 'synthetic:constant:1\?nope=1': "
-                                          "synthetic: unknown option 'nope'"):
+    with pytest.raises(ConfigError, match=r"^-m 'synthetic:constant:1\?nope=1': unknown option 'nope' "
+                                          r"\(accepted: "):
         _capture(tmp_path, Registry(), ["synthetic:constant:1?nope=1"])
 
 

@@ -36,6 +36,7 @@ from hwval.clock import now_ns
 from hwval.config import DEFAULT_OUTPUT, CaptureConfig, ConfigError, expand_output
 from hwval.sources.base import SourceSpec, SourceUnavailable
 from hwval.sources.emulated import emulated_note
+from hwval.sources.options import located
 from hwval.sources.registry import Registry
 
 #: Exit code when the workload succeeded but the capture itself failed (e.g. disk full).
@@ -340,7 +341,7 @@ def _open_sources(recorder: Recorder, request: CaptureRequest) -> None:
         try:
             meters.append((spec, request.registry.create(spec)))
         except ValueError as exc:  # UnknownDriver, an option error: the spec must change
-            raise ConfigError(f"meter {spec.name!r}: {exc}") from None
+            raise ConfigError(located(spec, exc)) from None
     try:
         for spec, required in software_specs(request.config):
             try:
@@ -356,7 +357,7 @@ def _open_sources(recorder: Recorder, request: CaptureRequest) -> None:
             except SourceUnavailable as exc:
                 raise CaptureError(f"meter {spec.name!r} ({spec.driver}:{spec.resource}): {exc}") from None
             except ValueError as exc:
-                raise ConfigError(f"meter {spec.name!r}: {exc}") from None
+                raise ConfigError(located(spec, exc)) from None
     except BaseException:
         recorder.close_sources()
         raise

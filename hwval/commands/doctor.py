@@ -7,7 +7,7 @@ import json
 import click
 
 from hwval.doctor import VISA_TIMEOUT_S, run_checks
-from hwval.sources.rapl_zones import DEFAULT_POWERCAP_ROOT
+from hwval.sources.rapl.zones import DEFAULT_POWERCAP_ROOT
 
 CATEGORIES = ("serial", "visa", "nvml", "rapl")
 

@@ -38,7 +38,7 @@ from pathlib import Path
 import click
 
 from hwval.clock import PeriodicSchedule, now_ns
-from hwval.sources.rapl_zones import EMULATOR_MARKER
+from hwval.sources.rapl.zones import EMULATOR_MARKER
 from hwval.benchmodel import Bench, MeterModel
 from hwval.emulators.options import announce, bench_options
 

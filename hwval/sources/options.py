@@ -137,6 +137,39 @@ def _fold(value: Any) -> str:
     return str(value).lower().replace(" ", "")
 
 
+def spec_place(spec: SourceSpec) -> str:
+    """Where a meter was written, naming it once.
+
+    A ``-m`` spec is quoted whole: its text already holds the driver and any ``name=``, so
+    nothing is added (``-m 'wt300:...?update_s=abc'``). A TOML table gets the file, the table
+    and the meter's name, with the driver only when the name differs
+    (``lab.toml: meters[0] (meter 'plug', tasmota)``). A spec built in code names its driver,
+    as the drivers' own checks do (``tasmota: option 'period_s' must be > 0``).
+    """
+    origin = getattr(spec, "origin", "")
+    if not origin:
+        return spec.driver
+    if origin.startswith("-m "):
+        return origin
+    if spec.name in ("", spec.driver):
+        return f"{origin} (meter {spec.driver!r})"
+    return f"{origin} (meter {spec.name!r}, {spec.driver})"
+
+
+def located(spec: SourceSpec, error: Exception) -> str:
+    """A driver's error about its spec as one line placed like the option errors: an
+    :class:`OptionError` is already placed; a driver's own check (``ranging=fixed`` needs both
+    ranges) says ``<driver>: ...``, and that prefix is replaced by :func:`spec_place`, which
+    names the driver already."""
+    message = str(error)
+    if isinstance(error, OptionError):
+        return message
+    prefix = f"{spec.driver}: "
+    if message.startswith(prefix):
+        message = message[len(prefix):]
+    return f"{spec_place(spec)}: {message}"
+
+
 @dataclass(frozen=True)
 class DriverOptions:
     """A driver's declared options, with a one-line summary of the driver and its resource form."""
@@ -162,20 +195,19 @@ class DriverOptions:
 
     def parse(self, spec: SourceSpec) -> dict[str, Any]:
         """``spec.options`` checked against the declarations, every declared option present
-        (its default where the spec has none). Raises :class:`OptionError`: one line naming the
-        option, the driver, what is accepted and (from a TOML file) where it was written."""
-        where = f"{spec.origin}: " if getattr(spec, "origin", "") else ""
+        (its default where the spec has none). Raises :class:`OptionError`: one line naming
+        where the meter was written (see :func:`spec_place`), the option and what is accepted."""
         known = {o.name: o for o in self.options}
         out = {o.name: o.default for o in self.options}
         for key, value in spec.options.items():
             option = known.get(key)
             if option is None:
                 accepted = ", ".join(sorted(known)) or "none"
-                raise OptionError(f"{where}{self.driver}: unknown option {key!r} (accepted: {accepted})")
+                raise OptionError(f"{spec_place(spec)}: unknown option {key!r} (accepted: {accepted})")
             try:
                 out[key] = option.check(value)
             except ValueError as exc:
-                raise OptionError(f"{where}{self.driver}: option {key!r} must be {exc}, "
+                raise OptionError(f"{spec_place(spec)}: option {key!r} must be {exc}, "
                                   f"got {value!r}") from None
         return out
 

@@ -26,8 +26,8 @@ BUILTIN_DRIVERS: Mapping[str, str] = MappingProxyType(
         "wt300": "hwval.sources.visa.wt300:create",
         "hmc8015": "hwval.sources.visa.hmc8015:create",
         "n6705": "hwval.sources.visa.n6705:create",
-        "nvml": "hwval.sources.nvml:create",
-        "rapl": "hwval.sources.rapl:create",
+        "nvml": "hwval.sources.nvml.source:create",
+        "rapl": "hwval.sources.rapl.source:create",
         "synthetic": "hwval.sources.synthetic:create",
     }
 )

@@ -50,7 +50,8 @@ from hwval.sources.serial.port import (
 
 DRIVER = "pzem004t"
 DEFAULT_PERIOD_S = 1.0
-#: UNVERIFIED cadence of the module's register refresh (docs/protocols/pzem004t.md#refresh-cadence).
+#: The module's register refresh: the manual states none, users observe about 1 s
+#: (docs/protocols/pzem004t.md#refresh-cadence).
 MODULE_UPDATE_S = 1.0
 WH_TO_J = 3600.0
 
@@ -125,8 +126,8 @@ class Pzem004tSource:
     def _stream_info(self, identity: dict[str, Any]) -> StreamInfo:
         keys = (
             Key("power_w", "W", "window_mean", MODULE_UPDATE_S,
-                "active power, 0.1 W resolution, refreshed by the module about once per second "
-                "(UNVERIFIED cadence)"),
+                "active power, 0.1 W resolution; the manual states no refresh rate, users "
+                "observe about one refresh per second"),
             Key("energy_j", "J", "counter", None,
                 "module energy counter since the first reading; 1 Wh = 3600 J resolution"),
             Key("voltage_v", "V", None, None, "RMS voltage, 0.1 V resolution"),

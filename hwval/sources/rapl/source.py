@@ -2,7 +2,7 @@
 
 Spec: ``rapl:[ROOT][?period_s=0.01&domains=rapl_package_0,dram&max_power_w=500]``. ROOT is the
 powercap folder (default ``/sys/class/powercap``; ``hwval emulate powercap`` prints a fake one).
-One stream per domain (see :mod:`hwval.sources.rapl_zones` for the names), each with:
+One stream per domain (see :mod:`hwval.sources.rapl.zones` for the names), each with:
 
 ``energy_j``
     Cumulative energy since this stream's first reading, unwrapped: the counter difference of
@@ -40,32 +40,21 @@ Intel SDM vol. 3B 15.10 (RAPL energy status, 32-bit counters); docs/measurement.
 
 from __future__ import annotations
 
-import math
 import os
 import time
-from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from hwval.runfile.schema import EventName
 from hwval.sources.base import (Key, SourceContext, SourceSpec, SourceUnavailable, StreamInfo,
                                 TransientError)
 from hwval.sources.options import DriverOptions, Option
-from hwval.sources.rapl_zones import (DEFAULT_POWERCAP_ROOT, EMULATOR_MARKER, PowercapError, RaplDomain,
-                                      check_readable, discover, unreadable_fix)
+from hwval.sources.rapl.counter import DomainState, fold, pread_int
+from hwval.sources.rapl.permissions import check_readable, unreadable_fix
+from hwval.sources.rapl.zones import DEFAULT_POWERCAP_ROOT, EMULATOR_MARKER, PowercapError, discover
 
 DEFAULT_PERIOD_S = 0.01
 #: Maximum power assumed for a domain whose zone has no ``constraint_*_max_power_uw``.
 DEFAULT_MAX_POWER_W = 500.0
-#: A wrap is plausible when the increment it implies is below this multiple of max power...
-PLAUSIBLE_POWER_FACTOR = 2.0
-#: ...over the elapsed interval plus this much: RAPL updates every ~1 ms, so two reads close
-#: together may see one whole update's energy in a few microseconds.
-UPDATE_SLACK_S = 0.002
-#: Shortest read interval a power value is given for: two of RAPL's ~1 ms updates (Intel SDM
-#: vol. 3B 15.10: the energy status counter updates about every 1 ms).
-MIN_POWER_INTERVAL_S = 0.002
-#: Reads of ``energy_uj`` are at most this long ("18446744073709551615\n" is 21 bytes).
-READ_BYTES = 64
 
 OPTIONS = DriverOptions("rapl", "Intel/AMD RAPL energy counters of a powercap tree (one stream per domain)",
                         "a powercap root (default /sys/class/powercap)", (
@@ -74,31 +63,6 @@ OPTIONS = DriverOptions("rapl", "Intel/AMD RAPL energy counters of a powercap tr
            "largest plausible domain power: bounds wrap detection (an increment implying more is "
            "not taken for a wrap)", "W", gt=0),
 ))
-
-
-@dataclass
-class _DomainState:
-    """Per-domain unwrapping state: all energy arithmetic in integer microjoules."""
-
-    domain: RaplDomain
-    fd: int
-    modulus_uj: int
-    max_power_w: float
-    last_raw_uj: int | None = None
-    last_t_ns: int = 0
-    total_uj: int = 0
-    wraps: int = 0
-
-    @property
-    def wrap_time_s(self) -> float:
-        """Seconds the counter takes to wrap once at the domain's maximum power."""
-        return self.modulus_uj / 1e6 / self.max_power_w
-
-
-def _pread_int(fd: int) -> int:
-    # pread at offset 0 regenerates a sysfs attribute on every call, so one descriptor per
-    # domain is kept open: a read costs one syscall instead of open + read + close.
-    return int(os.pread(fd, READ_BYTES, 0))
 
 
 class RaplSource:
@@ -119,7 +83,7 @@ class RaplSource:
         wanted = opts["domains"]
         self.wanted = {w.strip() for w in wanted.split(",") if w.strip()}
         self._clock = clock_ns
-        self._states: list[_DomainState] = []
+        self._states: list[DomainState] = []
         self.ctx: SourceContext | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -157,7 +121,7 @@ class RaplSource:
                 self.close()
                 raise SourceUnavailable(
                     unreadable_fix(self.root, [f"{domain.energy_path}: {exc}"])) from None
-            state = _DomainState(domain, fd, domain.max_energy_range_uj + 1,
+            state = DomainState(domain, fd, domain.max_energy_range_uj + 1,
                                  domain.max_power_w or self.max_power_w)
             self._states.append(state)
             infos.append(self._info(state, [why for d, why in unreadable]))
@@ -171,7 +135,7 @@ class RaplSource:
                           message=message)
         return infos
 
-    def _info(self, state: _DomainState, unreadable: list[str]) -> StreamInfo:
+    def _info(self, state: DomainState, unreadable: list[str]) -> StreamInfo:
         d = state.domain
         notes = list(d.notes)
         if self.period_s > state.wrap_time_s / 2:
@@ -219,59 +183,20 @@ class RaplSource:
         clock = self._clock
         for state in self._states:
             try:
-                raw_uj = _pread_int(state.fd)
+                raw_uj = pread_int(state.fd)
             except (OSError, ValueError) as exc:
                 # A torn or failed read of one domain: skip it this time, keep the baseline.
                 failed.append(f"{state.domain.zone}: {exc}")
                 if self.ctx is not None:
                     self.ctx.count_error(state.domain.stream, "read_failed", str(exc))
                 continue
-            out[state.domain.stream] = self.update(state, raw_uj, clock())
+            out[state.domain.stream] = fold(state, raw_uj, clock(), self.ctx)
         if failed and len(failed) == len(self._states):
             raise TransientError("rapl: every domain failed to read: " + "; ".join(failed))
         return out
 
-    def update(self, state: _DomainState, raw_uj: int, t_ns: int) -> dict[str, float]:
-        """Fold one counter value read at ``t_ns`` into ``state``; return the reading."""
-        if state.last_raw_uj is None:
-            state.last_raw_uj, state.last_t_ns = raw_uj, t_ns
-            return {"energy_j": state.total_uj / 1e6, "power_w": math.nan, "interval_s": math.nan}
-        dt_ns = t_ns - state.last_t_ns
-        dt_s = dt_ns / 1e9
-        delta_uj = raw_uj - state.last_raw_uj
-        if delta_uj < 0:
-            wrapped_uj = delta_uj + state.modulus_uj
-            limit_uj = PLAUSIBLE_POWER_FACTOR * state.max_power_w * (dt_s + UPDATE_SLACK_S) * 1e6
-            if wrapped_uj > limit_uj:
-                self._event(state, "counter_backwards",
-                            f"{state.domain.energy_path} went from {state.last_raw_uj} to {raw_uj} uJ "
-                            f"in {dt_s:.6f} s, which no wrap explains; baseline restarted",
-                            previous_uj=state.last_raw_uj, value_uj=raw_uj)
-                state.last_raw_uj, state.last_t_ns = raw_uj, t_ns
-                return {"energy_j": state.total_uj / 1e6, "power_w": math.nan,
-                        "interval_s": dt_s}
-            delta_uj = wrapped_uj
-            state.wraps += 1
-        if dt_s > state.wrap_time_s and self.ctx is not None:
-            # Counted (one event per second at most): a too-slow schedule would repeat it every read.
-            self.ctx.count_error(
-                state.domain.stream, "interval_exceeds_wrap_time",
-                f"{dt_s:.3f} s between reads of {state.domain.zone} exceeds its wrap time "
-                f"{state.wrap_time_s:.3g} s at {state.max_power_w:g} W: whole wraps may be lost")
-        state.total_uj += delta_uj
-        state.last_raw_uj, state.last_t_ns = raw_uj, t_ns
-        # Over less than MIN_POWER_INTERVAL_S (a late read and the catch-up read right after it)
-        # the counter moved by none or one of its ~1 ms updates: the quotient would read 0 W
-        # or kilowatts. The energy is exact either way; that power is not reported.
-        power_w = delta_uj / 1e6 / dt_s if dt_s >= MIN_POWER_INTERVAL_S else math.nan
-        return {"energy_j": state.total_uj / 1e6, "power_w": power_w, "interval_s": dt_s}
-
-    def _event(self, state: _DomainState, kind: str, message: str, **detail: int) -> None:
-        if self.ctx is not None:
-            self.ctx.event(EventName.ERROR, state.domain.stream, kind=kind, message=message, **detail)
-
     @property
-    def states(self) -> list[_DomainState]:
+    def states(self) -> list[DomainState]:
         """Per-domain unwrapping state (for tests and diagnostics)."""
         return list(self._states)
 

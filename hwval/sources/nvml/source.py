@@ -3,7 +3,7 @@
 Spec: ``nvml:[VISIBLE][?period_s=0.05&detect_s=0.25&fields=true]``. VISIBLE overrides
 ``CUDA_VISIBLE_DEVICES`` (same syntax); empty = what the environment makes visible. One stream
 ``nvml_gpu<i>`` per visible GPU, where ``i`` is the index the workload uses (``cuda:i``), matched
-by UUID (see :mod:`hwval.sources.nvml_devices`). Keys, each only where the GPU supports it:
+by UUID (see :mod:`hwval.sources.nvml.visible`). Keys, each only where the GPU supports it:
 
 ``power_w``
     ``nvmlDeviceGetPowerUsage`` (mW -> W), whole board. A 1 s mean on Ampere and newer except
@@ -37,8 +37,8 @@ nvmlDeviceGetFieldValues, NVML_FI_DEV_POWER_*); nvidia-ml-py (pynvml.py); docs/m
 
 from __future__ import annotations
 
+import functools
 import os
-import statistics
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -50,17 +50,14 @@ from hwval.sources.emulated import says_emulated
 from hwval.sources.base import (Disconnected, Key, SourceContext, SourceSpec, SourceUnavailable,
                                 StreamInfo, TransientError)
 from hwval.sources.options import DriverOptions, Option
-from hwval.sources.nvml_devices import (LOST_CODES, REOPEN_CODES, TRANSIENT_CODES, UNSUPPORTED_CODES,
-                                        VisibleGpu, enumerate_devices, error_name, field_value,
-                                        identity, order_note, parse_visible, power_usage_semantics,
-                                        resolve_visible)
+from hwval.sources.nvml.detect import Detected, detect_update_periods
+from hwval.sources.nvml.devices import enumerate_devices, field_value, identity, power_usage_semantics
+from hwval.sources.nvml.errors import (LOST_CODES, REOPEN_CODES, TRANSIENT_CODES, UNSUPPORTED_CODES,
+                                       error_name, init_error_message)
+from hwval.sources.nvml.visible import VisibleGpu, order_note, parse_visible, resolve_visible
 
 DEFAULT_PERIOD_S = 0.05
 DEFAULT_DETECT_S = 0.25
-#: The update-period burst lasts at most this many times ``detect_s`` (it stops as soon as
-#: every GPU has two neighbouring well-timed changes): room for a loaded machine, a bound for
-#: a GPU whose value does not change (an idle counter at 0 W).
-DETECT_LIMIT_FACTOR = 8
 #: Calls at open that fail with a transient code are tried this many times before the key is
 #: given up for the whole capture.
 PROBE_ATTEMPTS = 3
@@ -78,31 +75,6 @@ POWER_FIELDS = (
     (pynvml.NVML_FI_DEV_POWER_AVERAGE, "power_average_w", "window_mean", 1.0,
      "NVML_FI_DEV_POWER_AVERAGE (GPU scope; NVIDIA documents a 1 s average)"),
 )
-
-
-#: What an nvmlInit failure means and what to do, by NVML error code ("what; fix").
-INIT_ERRORS = {
-    pynvml.NVML_ERROR_LIBRARY_NOT_FOUND:
-        "no NVIDIA driver on this machine (libnvidia-ml.so.1 not found); install the NVIDIA "
-        "driver, or capture without NVML (--no-nvml)",
-    pynvml.NVML_ERROR_DRIVER_NOT_LOADED:
-        "the NVIDIA kernel driver is not loaded (nvidia-smi fails too); load it ('sudo modprobe "
-        "nvidia' or reboot after installing), or use --no-nvml",
-    pynvml.NVML_ERROR_NO_PERMISSION:
-        "permission denied opening the GPU devices (/dev/nvidia*); add this user to the group "
-        "owning them, or use --no-nvml",
-    pynvml.NVML_ERROR_LIB_RM_VERSION_MISMATCH:
-        "the NVML library and the kernel driver versions differ (driver updated without "
-        "reboot); reboot or reload the nvidia module, or use --no-nvml",
-}
-
-
-def init_error_message(exc: pynvml.NVMLError) -> str:
-    """One line for an ``nvmlInit`` failure: what happened; then, after ``;``, the fix."""
-    known = INIT_ERRORS.get(exc.value)
-    if known is not None:
-        return known
-    return f"nvmlInit failed ({error_name(exc)}: {exc}); check nvidia-smi, or use --no-nvml"
 
 
 @dataclass
@@ -124,28 +96,6 @@ class _Gpu:
     @property
     def handle(self) -> Any:
         return self.visible.device.handle
-
-
-def smallest_change_interval_s(changes: list[tuple[int, int]], widths_ns: list[int]) -> float | None:
-    """Smallest interval between two neighbouring well-timed changes, in seconds (None when no
-    two neighbouring changes are well-timed).
-
-    ``changes`` are ``(start of the read before, end of the read that saw the change)`` in ns: the
-    change happened inside. It counts as well-timed when that bracket is at most three times the
-    median bracket (+50 us); its time is the bracket's middle.
-
-    Each update changes the value, so no update falls between two neighbouring changes, and a
-    well-timed bracket, far shorter than a period, holds one update: two neighbouring well-timed
-    changes are exactly one period apart. Changes further apart give no more than an upper
-    bound: on a loaded machine a held-back read between them (a wide bracket) may have seen two
-    updates as one change (20 ms updates read as 3 in 2 changes would give 30 ms).
-    """
-    if len(changes) < 2 or not widths_ns:
-        return None
-    tight_ns = 3 * statistics.median(widths_ns) + 50_000
-    tight = [(i, (lo + hi) // 2) for i, (lo, hi) in enumerate(changes) if hi - lo <= tight_ns]
-    intervals = [b - a for (i, a), (j, b) in zip(tight, tight[1:]) if j == i + 1]
-    return min(intervals) / 1e9 if intervals else None
 
 
 class NvmlSource:
@@ -275,72 +225,37 @@ class NvmlSource:
                                  f"({error_name(pynvml.NVMLError(value.nvmlReturn))}): key skipped")
 
     def _detect_update_periods(self) -> None:
-        """Back-to-back reads for ``detect_s``; per GPU the smallest interval between changes.
-
-        A change happened between the start of the read before it and the end of the read that
-        saw it. Only changes pinned down that tightly (within a few typical read gaps) are used:
-        a read the scheduler delayed by milliseconds would otherwise make an interval look short.
-        On a loaded machine most changes can fall in such delayed reads, leaving no two
-        neighbouring well-timed ones after ``detect_s``: the burst then goes on, ``detect_s`` at a
-        time, until every GPU has them or :data:`DETECT_LIMIT_FACTOR` times ``detect_s`` have
-        passed (then the period is not detected, rather than guessed).
-        """
+        """The update period of every GPU (see :func:`detect_update_periods`), noted per stream."""
         self.update_periods = {}
         if self.detect_s <= 0:
             for gpu in self._gpus:
                 self.update_periods[gpu.stream] = None
             return
-        probes = []
+        reads = {}
         for gpu in self._gpus:
+            # The energy counter changes at every update, even when the power stays the same.
             func = (pynvml.nvmlDeviceGetTotalEnergyConsumption if gpu.has_energy
                     else pynvml.nvmlDeviceGetPowerUsage if gpu.has_power else None)
-            # [gpu, function, changes as (start of previous read, end of this read) ns,
-            #  bracket widths ns, last value, start of last read ns]
-            probes.append([gpu, func, [], [], None, None])
-        detect_ns = int(self.detect_s * 1e9)
-        start = self._clock()
-        for burst in range(1, DETECT_LIMIT_FACTOR + 1):
-            self._burst(probes, start + burst * detect_ns)
-            if all(smallest_change_interval_s(p[2], p[3]) is not None for p in probes if p[1] is not None):
-                break
-        burst_s = (self._clock() - start) / 1e9
-        for gpu, func, changes, gaps, _, _ in probes:
-            period = smallest_change_interval_s(changes, gaps)
+            if func is not None:
+                reads[gpu.stream] = functools.partial(func, gpu.handle)
+        detected, burst_s = detect_update_periods(reads, self.detect_s, self._clock)
+        for gpu in self._gpus:
+            found = detected.get(gpu.stream, Detected(None, 0))
+            period = found.period_s
             self.update_periods[gpu.stream] = period
             what = "energy counter" if gpu.has_energy else "power"
             if period is None:
                 gpu.notes.append(f"update period not detected: the {what} changed "
-                                 f"{len(changes)} time(s) in a {burst_s:.3g} s burst, never twice "
+                                 f"{found.changes} time(s) in a {burst_s:.3g} s burst, never twice "
                                  "in a row between well-timed reads (a busy machine?)")
             else:
                 gpu.notes.append(f"detected update period of the {what}: {period * 1e3:.1f} ms "
-                                 f"(smallest interval between {len(changes)} changes in a "
+                                 f"(smallest interval between {found.changes} changes in a "
                                  f"{burst_s:.3g} s burst)")
                 if self.period_s > period:
                     gpu.notes.append(f"period {self.period_s} s is longer than the update period: "
                                      "some power updates are never seen (the energy counter "
                                      f"loses nothing); poll every {period / 2:.3g} s to see all")
-
-    def _burst(self, probes: list[list[Any]], until_ns: int) -> None:
-        """Read every probed GPU back to back until ``until_ns``, adding to each probe's changes."""
-        while self._clock() < until_ns:
-            for probe in probes:
-                gpu, func = probe[0], probe[1]
-                if func is None:
-                    continue
-                # The value was sampled somewhere between these two instants; a change happened
-                # between the start of the previous read and the end of this one.
-                before = self._clock()
-                try:
-                    value = func(gpu.handle)
-                except pynvml.NVMLError:
-                    continue  # a failed read during detection only costs one sample
-                after = self._clock()
-                if probe[5] is not None:
-                    probe[3].append(after - probe[5])
-                    if value != probe[4]:
-                        probe[2].append((probe[5], after))
-                probe[4], probe[5] = value, before
 
     def _info(self, gpu: _Gpu, ident: dict[str, Any]) -> StreamInfo:
         ident = dict(ident)
