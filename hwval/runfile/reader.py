@@ -107,6 +107,11 @@ class RunFile:
         return None if value is None else int(value)
 
     @property
+    def error_counts(self) -> dict[str, int]:
+        """Run-level errors by kind (unreadable or refused marks...); {} when none or not recorded."""
+        return schema.error_counts(self.file)
+
+    @property
     def journal(self) -> Path | None:
         """The crash journal beside the file, when one exists."""
         j = journal_path(self.path)
