@@ -11,8 +11,10 @@ import time
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
 from conftest import journaled_readings, popen_hwval, run_hwval
+from hwval.cli import cli
 from hwval.runfile.documents import Page
 from hwval.runfile.journal import journal_path
 from hwval.runfile.reader import open_run
@@ -187,6 +189,22 @@ def test_duration_with_command_terminates_the_workload(tmp_path):
     assert res.returncode == 128 + signal.SIGTERM
     with open_run(out) as run:
         assert any(e.detail.get("kind") == "duration" for e in run.events if e.name == "error")
+        # the workload did not run its course: not a run that reads as a full one
+        assert run.complete and run.stop_reason == "stopped by --duration (1 s reached; the workload was terminated)"
+    info = run_hwval("info", str(out))
+    assert "complete: yes (stopped early: stopped by --duration (1 s reached; the workload was terminated))" \
+        in info.stdout
+
+
+def test_a_duration_without_a_command_that_runs_out_is_a_full_run(tmp_path):
+    """The planned end of a --duration capture: no stop reason, as before."""
+    out = tmp_path / "run.h5"
+    res = CliRunner().invoke(cli, ["capture", "--no-nvml", "--no-rapl", "-m", SYN, "--duration", "0.3",
+                                   "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    with open_run(out) as run:
+        assert run.complete and run.stop_reason == "" and run.error_counts == {}
+        assert not [e for e in run.events if e.name == "error"]
 
 
 @pytest.mark.parametrize("args, needle", [

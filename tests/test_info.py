@@ -99,3 +99,20 @@ def test_many_events_list_the_first_and_count_the_rest(tmp_path):
     assert "events: 95" in text and "... 55 more (use --json)" in text
     events = json.loads(_info(out, "--json"))["events"]
     assert [e["detail"]["i"] for e in events] == list(range(95))
+
+
+def test_run_level_error_counts_are_shown_in_text_and_json(tmp_path):
+    """Errors of stream "" (unreadable or refused marks) are counted on the root, not only as
+    rate-limited events; info shows them beside the per-stream ones."""
+    out = tmp_path / "run.h5"
+    counts = {"bad_mark": 3, "mark_refused": 2}
+    write_file(out, documents(stop=Stop(exit_code=0, complete=True, error_counts=counts, stream_stats={
+        "wall": {"dropped": 0, "error_counts": {"timeout": 1}, "missed_deadlines": 0}})))
+    with h5py.File(out, "r") as f:
+        assert json.loads(f.attrs["error_counts"]) == counts
+    text = _info(out)
+    assert "run errors: bad_mark=3, mark_refused=2" in text
+    summary = json.loads(_info(out, "--json"))
+    assert summary["error_counts"] == counts and summary["streams"][0]["error_counts"] == {"timeout": 1}
+    write_file(out, documents())  # none: written as {}, and no line
+    assert "run errors" not in _info(out) and json.loads(_info(out, "--json"))["error_counts"] == {}

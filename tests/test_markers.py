@@ -12,10 +12,12 @@ import sys
 import timeit
 
 import pytest
+from click.testing import CliRunner
 
 import hwval.markers as markers
 from conftest import run_hwval
 from hwval.capture.marker_server import MarkerServer
+from hwval.cli import cli
 from hwval.runfile.reader import open_run
 
 
@@ -168,6 +170,68 @@ def test_marks_stamped_outside_the_capture_are_refused_and_counted():
     assert "1326 s before the capture started" in errors[0][2]
     assert "s in the future" in errors[1][2] and "1e+21" in errors[1][2]
     assert "not an integer" in errors[2][2]
+
+
+def test_delivered_refused_and_lost_marks_add_up_to_the_marks_sent():
+    """Each mark sent is counted once: delivered, refused (stamped outside the capture, or
+    malformed but numbered) or lost (its seq never came). A malformed mark was once counted as
+    bad and, at the next seq, as lost too."""
+    got, errors = [], []
+    origin = time.monotonic_ns()
+    server = MarkerServer(lambda *a: got.append(a), lambda *a: errors.append(a), origin_ns=origin)
+    past, future = origin - 1326 * 10**9, 10**21 * 10**9
+
+    def mark(seq, **fields):
+        return json.dumps({"t_ns": origin + 1000, "name": "m", "pid": 5, "seq": seq, "detail": {}, **fields}).encode()
+    sent = [mark(0), mark(1, t_ns=past), mark(2), mark(3, t_ns=future),
+            mark(4, t_ns=1.5e9),  # a float: malformed, but its seq is known
+            mark(5, detail=[1]),  # malformed too
+            mark(6), mark(7), mark(8), mark(9, t_ns=past), mark(10)]
+    dropped = {2, 7, 8}  # never reach the capture
+    try:
+        for seq, datagram in enumerate(sent):
+            if seq not in dropped:
+                server.handle(datagram)
+        server.handle(b"\n".join([mark(11), mark(12, t_ns=future)]))  # a batch
+        server.handle(b"[" * 60_000)  # crafted: nesting beyond the JSON parser's depth
+        server.handle(json.dumps({"pid": 5, "end_seq": 15}).encode())  # 13, 14 dropped at the end
+    finally:
+        server.close()
+    n_sent = 15
+    assert (len(got), server.refused, server.lost) == (4, 6, 5)
+    assert server.received == len(got) and len(got) + server.refused + server.lost == n_sent
+    kinds = [e[1] for e in errors]
+    assert kinds.count("mark_refused") == 4 and kinds.count("bad_mark") == 3
+
+
+BAD_MARKS = """
+import os, socket, time, hwval, hwval.markers as m
+sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+for junk in (b"\\xff", b"[1]", b'{"name": "no stamp"}'):
+    sock.sendto(junk, os.environ[m.ENV_SOCKET])  # nothing to attribute: bad marks only
+for i in range(3):
+    hwval.mark("good", i=i)
+m._send(time.monotonic_ns() - 1326 * 10**9, "past", {})
+m._send(10**21 * 10**9, "future", {})
+"""
+
+
+def test_run_level_errors_are_counted_on_the_root_of_the_run(tmp_path):
+    """Errors of stream "" were only rate-limited events (one bad_mark event for three bad
+    marks); the root's error_counts has every one, and `hwval info` shows them."""
+    out = tmp_path / "run.h5"
+    res = CliRunner().invoke(cli, ["capture", "--no-nvml", "--no-rapl", "-m", "synthetic:constant:100?name=syn",
+                                   "-o", str(out), "--", sys.executable, "-c", BAD_MARKS])
+    assert res.exit_code == 0, res.output
+    with open_run(out) as run:
+        assert run.error_counts == {"bad_mark": 3, "mark_refused": 2}
+        assert (run.marks_refused, run.marks_lost) == (2, 0)
+        assert len([e for e in run.events if e.name == "mark"]) == 3
+        bad_events = [e for e in run.events if e.name == "error" and e.detail["kind"] == "bad_mark"]
+        assert 1 <= len(bad_events) < 3 and all(e.stream == "" for e in bad_events)
+        assert json.loads(run.stream_reader("syn").attrs["error_counts"]) == {}
+    info = CliRunner().invoke(cli, ["info", str(out)])
+    assert "run errors: bad_mark=3, mark_refused=2" in info.output
 
 
 FLOOD = """

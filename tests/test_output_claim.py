@@ -97,6 +97,24 @@ def test_output_in_a_pseudo_filesystem_fails_before_the_workload(tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.parametrize("folder", ["/sys", "/proc/self"])
+def test_a_folder_that_refuses_files_is_one_line_saying_why(tmp_path, folder):
+    """As root, /sys passes every permission check and still refuses the file: the line must not
+    send root looking for a permission problem, and must say what to do."""
+    if not os.path.isdir(folder):
+        pytest.skip(f"no {folder} here")
+    res = _capture("-o", f"{folder}/x.h5", "--duration", "1")
+    assert res.exit_code == 2, res.output
+    (line,) = res.output.strip().splitlines()
+    assert line.startswith(f"hwval: error: output {folder}/x.h5: directory {folder} ")
+    if os.access(folder, os.W_OK):  # root on /sys: the permissions allow it, the filesystem does not
+        assert "does not accept new files" in line and "not writable by this user" not in line
+        assert line.endswith("(a virtual filesystem such as /sys or /proc); choose another -o on a disk")
+    else:  # a user without write permission is told so; procfs refuses with ENOENT whoever asks
+        assert ("is not writable by this user; choose another -o" in line
+                or "does not accept new files (No such file or directory)" in line)
+
+
 def test_read_only_folder_fails_up_front(tmp_path):
     ro = tmp_path / "ro"
     ro.mkdir()

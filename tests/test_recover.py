@@ -233,3 +233,20 @@ def test_recover_keeps_the_mark_counts_of_the_journal_stop_and_skips_crafted_one
     assert "skipped 1 damaged journal record" in res.output
     with open_run(out) as run:
         assert run.marks_lost == 3 and run.marks_refused == 1 and run.complete
+
+
+def test_recover_writes_the_run_level_error_counts_of_the_journal_stop(tmp_path):
+    out = tmp_path / "run.h5"
+    write_journal(out, documents(n=50)[:-1] + [Stop(exit_code=0, complete=True,
+                                                    error_counts={"bad_mark": 4, "mark_refused": 1})])
+    assert _recover(out).exit_code == 0
+    with open_run(out) as run:
+        assert run.error_counts == {"bad_mark": 4, "mark_refused": 1} and run.complete
+    # a crafted stop record's counts cannot make the file invalid: they read as 0
+    out2 = tmp_path / "run2.h5"
+    write_journal(out2, documents(n=50)[:-1])
+    journal_path(out2).write_bytes(journal_path(out2).read_bytes() + _record(
+        {"type": "stop", "exit_code": 0, "complete": True, "error_counts": {"bad_mark": -2, "x": "many"}}))
+    assert _recover(out2).exit_code == 0
+    with open_run(out2) as run:
+        assert run.error_counts == {"bad_mark": 0, "x": 0}

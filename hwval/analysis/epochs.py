@@ -35,6 +35,7 @@ from hwval.analysis.calibration import utc_now
 from hwval.analysis.compare import (SOFTWARE_TOTAL, AnalysisInputError, resolve_reference,
                                     software_total_members)
 from hwval.runfile import DerivedEntry
+from hwval.runfile.schema import EventName
 
 #: (opening mark, closing mark, kind) pairs; the closer must carry the opener's index key.
 PAIRS = (("train_start", "train_end", "train", None), ("epoch_start", "epoch", "epoch", "epoch"),
@@ -60,7 +61,7 @@ class Interval:
 
 
 def _marks(events) -> list[Any]:
-    return [e for e in events if e.name == "mark" and e.stream == "" and isinstance(e.detail.get("mark"), str)]
+    return [e for e in events if e.name == EventName.MARK and e.stream == "" and isinstance(e.detail.get("mark"), str)]
 
 
 def _run_event(events, name: str, last: bool = False) -> float | None:
@@ -76,7 +77,7 @@ def workload_intervals(events) -> tuple[list[Interval], list[str]]:
     marks = _marks(events)
     notes: list[str] = []
     out: list[Interval] = []
-    w_start, w_end = _run_event(events, "workload_start"), _run_event(events, "workload_end", last=True)
+    w_start, w_end = _run_event(events, EventName.WORKLOAD_START), _run_event(events, EventName.WORKLOAD_END, last=True)
     if w_start is not None and w_end is not None and w_end > w_start:
         out.append(Interval("workload", "workload", w_start, w_end))
     if w_start is not None and marks and marks[0].t > w_start:

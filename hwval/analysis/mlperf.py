@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from hwval.runfile.schema import EventName
+
 WINDOW_S = 60.0
 N_WINDOWS = 5
 DEFAULT_TOLERANCE_PCT = 5.0
@@ -75,7 +77,7 @@ def olympic_mean(values) -> float:
 
 def conditions_from_events(events: list, idle_phase: tuple[float, float] | None,
                            workload_end_s: float) -> list[Condition]:
-    marks = [e for e in events if e.name == "mark" and e.detail.get("mark") == "condition"]
+    marks = [e for e in events if e.name == EventName.MARK and e.detail.get("mark") == "condition"]
     out = []
     for i, m in enumerate(marks):
         stop = marks[i + 1].t if i + 1 < len(marks) else workload_end_s

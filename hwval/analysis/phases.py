@@ -22,6 +22,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from hwval.runfile.schema import EventName
+
 #: Seconds after a pulse block's end that are not counted as idle.
 PULSE_SETTLE_S = 2.0
 
@@ -55,9 +57,9 @@ def _first(events: Iterable[Any], name: str) -> float | None:
 def workload_window(events: list[Any], span_s: tuple[float, float]) -> tuple[float, float, str]:
     """``(start_s, stop_s, how)``: workload_start..workload_end, clipped to the recorded span;
     the whole span (``how`` says so) when the run has no workload events."""
-    start, stop = _first(events, "workload_start"), None
+    start, stop = _first(events, EventName.WORKLOAD_START), None
     for e in events:
-        if e.name == "workload_end" and e.stream == "":
+        if e.name == EventName.WORKLOAD_END and e.stream == "":
             stop = e.t
     lo, hi = span_s
     if start is None:
@@ -70,16 +72,16 @@ def workload_window(events: list[Any], span_s: tuple[float, float]) -> tuple[flo
 def pulse_blocks(events: list[Any]) -> list[tuple[float, float]]:
     blocks, open_at = [], None
     for e in events:
-        if e.name == "pulse_start":
+        if e.name == EventName.PULSE_START:
             open_at = e.t
-        elif e.name == "pulse_end" and open_at is not None:
+        elif e.name == EventName.PULSE_END and open_at is not None:
             blocks.append((open_at, e.t))
             open_at = None
     return blocks
 
 
 def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "mark"
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or EventName.MARK
 
 
 def _index(detail: dict[str, Any], key: str, ordinal: int) -> int:
@@ -91,7 +93,7 @@ def _index(detail: dict[str, Any], key: str, ordinal: int) -> int:
 
 def mark_phases(events: list[Any], workload_end_s: float) -> list[Phase]:
     """Marker intervals (module docstring), in the order they start."""
-    marks = [e for e in events if e.name == "mark" and isinstance(e.detail.get("mark"), str)]
+    marks = [e for e in events if e.name == EventName.MARK and isinstance(e.detail.get("mark"), str)]
     names = {m.detail["mark"] for m in marks}
     closers: set[int] = set()
     openers: set[int] = set()
@@ -107,8 +109,9 @@ def mark_phases(events: list[Any], workload_end_s: float) -> list[Phase]:
                     openers.add(i)
                     ordinals[base] = ordinals.get(base, 0) + 1
                     k = _index(m.detail, base, ordinals[base])
-                    phases.append(Phase(f"{_safe(base)}_{k}", "mark", m.t, marks[j].t, base, k,
-                                        {key: v for key, v in m.detail.items() if key != "mark"}))
+                    phases.append(Phase(f"{_safe(base)}_{k}", kind="mark", start_s=m.t, stop_s=marks[j].t,
+                                        mark=base, index=k,
+                                        detail={key: v for key, v in m.detail.items() if key != "mark"}))
                     break
     for i, m in enumerate(marks):
         name = m.detail["mark"]
@@ -126,8 +129,8 @@ def mark_phases(events: list[Any], workload_end_s: float) -> list[Phase]:
             continue
         ordinals[name] = ordinals.get(name, 0) + 1
         k = _index(m.detail, name, ordinals[name])
-        phases.append(Phase(f"{_safe(name)}_{k}", "mark", m.t, stop, name, k,
-                            {key: v for key, v in m.detail.items() if key != "mark"}))
+        phases.append(Phase(f"{_safe(name)}_{k}", kind="mark", start_s=m.t, stop_s=stop, mark=name, index=k,
+                            detail={key: v for key, v in m.detail.items() if key != "mark"}))
     phases.sort(key=lambda p: (p.start_s, p.name))
     return phases
 
@@ -135,7 +138,7 @@ def mark_phases(events: list[Any], workload_end_s: float) -> list[Phase]:
 def find_phases(events: list[Any], span_s: tuple[float, float]) -> list[Phase]:
     """Every phase of the run within ``span_s`` (the recorded span), workload first."""
     start, stop, _ = workload_window(events, span_s)
-    has_workload = _first(events, "workload_start") is not None
+    has_workload = _first(events, EventName.WORKLOAD_START) is not None
     out: list[Phase] = []
     if has_workload:
         out.append(Phase("workload", "workload", start, stop))

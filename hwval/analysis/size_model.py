@@ -35,6 +35,7 @@ from hwval import __version__
 from hwval.analysis.calibration import utc_now
 from hwval.analysis.compare import AnalysisInputError
 from hwval.analysis.epochs import Interval, epoch_energy, workload_intervals
+from hwval.runfile.schema import EventName
 
 FEATURES = ("macs", "params")
 FORMAT = "hwval-size-model"
@@ -73,7 +74,7 @@ def _samples(intervals: list[Interval], kind: str) -> int:
 
 
 def _train_start(events) -> dict[str, Any]:
-    found = [e.detail for e in events if e.name == "mark" and e.detail.get("mark") == "train_start"]
+    found = [e.detail for e in events if e.name == EventName.MARK and e.detail.get("mark") == "train_start"]
     if not found:
         raise AnalysisInputError("no train_start mark: the size model needs runs of `hwval workload train`")
     return found[-1]

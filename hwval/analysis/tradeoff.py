@@ -22,6 +22,7 @@ import numpy as np
 from hwval.analysis.carbon import Intensity, emissions_g
 from hwval.analysis.compare import AnalysisInputError
 from hwval.analysis.epochs import epoch_energy
+from hwval.runfile.schema import EventName
 
 #: The interval whose energy is compared across runs.
 WINDOW = "train"
@@ -61,7 +62,7 @@ class RunPoint:
 
 
 def _mark(events, name: str) -> dict[str, Any] | None:
-    found = [e.detail for e in events if e.name == "mark" and e.detail.get("mark") == name]
+    found = [e.detail for e in events if e.name == EventName.MARK and e.detail.get("mark") == name]
     return found[-1] if found else None
 
 

@@ -9,7 +9,9 @@ Marks that never arrive are counted, not guessed: each process numbers its marks
 ends with an ``end_seq`` record (see :mod:`hwval.markers`), so per process the marks lost are
 the numbers that never came. A mark whose ``t_ns`` lies before the capture started or in the
 future cannot be placed on the run's timebase (a sender with its own clock, or garbage): it is
-refused and counted, with an ``error`` event saying what was wrong.
+refused and counted, with an ``error`` event saying what was wrong; so is a malformed mark
+whose ``seq`` can be read. Marks delivered + refused + lost is then exactly the marks sent
+(a datagram without a readable pid and seq cannot be attributed: it is only a ``bad_mark`` error).
 """
 
 from __future__ import annotations
@@ -113,7 +115,8 @@ class MarkerServer:
         self._count_error = count_error
         self._stop = threading.Event()
         self.received = 0
-        #: Marks refused for a t_ns outside the capture (see the module doc).
+        #: Marks that arrived (with their seq) but were not recorded: a t_ns outside the capture
+        #: or a malformed mark. Per sender, sent == delivered + refused + lost exactly.
         self.refused = 0
         self.origin_ns = now_ns() if origin_ns is None else origin_ns
         self._senders: dict[int, _Sender] = {}
@@ -162,6 +165,7 @@ class MarkerServer:
             self._handle_one(line)
 
     def _handle_one(self, data: bytes) -> None:
+        sender = None
         try:
             msg = json.loads(data)
             if not isinstance(msg, dict):
@@ -169,6 +173,11 @@ class MarkerServer:
             if "end_seq" in msg:
                 self._sender(msg, "end_seq")
                 return
+            # The sequence number first: a mark that arrived is then counted once, delivered or
+            # refused, and never also as lost (a later seq would count it among the missing).
+            sender = self._sender(msg, "seq") if "seq" in msg else None
+            if sender is not None:
+                sender.received += 1
             t_ns = msg["t_ns"]
             if isinstance(t_ns, bool) or not isinstance(t_ns, int):
                 raise TypeError(f"t_ns {str(t_ns)[:40]!r} is not an integer of nanoseconds")
@@ -176,12 +185,11 @@ class MarkerServer:
             detail = msg.get("detail") or {}
             if not isinstance(detail, dict):
                 raise TypeError("detail must be an object")
-            sender = self._sender(msg, "seq") if "seq" in msg else None
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:  # RecursionError: "[[[[..."
+            if sender is not None:
+                self.refused += 1
             self._count_error("", "bad_mark", f"unreadable mark datagram: {exc}")
             return
-        if sender is not None:
-            sender.received += 1
         problem = self._out_of_window(t_ns)
         if problem:
             self.refused += 1

@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 PAGE_INTERVAL_S = 0.2
 #: Backoff between reconnect / retry attempts of one failing source.
 BACKOFF_S = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+#: The stream of run-level events and errors (the schema's ``stream ""``).
+RUN_LEVEL = ""
 #: Repeats of the same error kind become an event at most this often.
 ERROR_EVENT_INTERVAL_S = 1.0
 
@@ -323,7 +325,10 @@ class Recorder:
         self._dispatch_done.wait()
         stream_stats: dict[str, dict[str, Any]] = {}
         missed = {name: r.missed_deadlines for r in self.runners for name in r.stream_names}
+        run_level = self.stats.get(RUN_LEVEL)
         for name, st in self.stats.items():
+            if name == RUN_LEVEL:  # not a stream: its counts are the run's own (Stop.error_counts)
+                continue
             stream_stats[name] = {"readings": st.readings, "dropped": st.dropped,
                                   "error_counts": dict(st.error_counts),
                                   "missed_deadlines": missed.get(name, 0)}
@@ -333,7 +338,8 @@ class Recorder:
             complete = False
             reason = "; ".join(([reason] if reason else []) + reasons)
         stop = Stop(exit_code=exit_code, complete=complete, stream_stats=stream_stats, reason=reason,
-                    marks_lost=marks_lost, marks_refused=marks_refused)
+                    marks_lost=marks_lost, marks_refused=marks_refused,
+                    error_counts=dict(run_level.error_counts) if run_level else {})
         n_errors = len(self.subscriber_errors)
         self._send(stop)
         if len(self.subscriber_errors) > n_errors:

@@ -301,7 +301,7 @@ def _run_phase(command: list[str], duration_s: float | None, recorder: Recorder,
     if pulses is not None:
         return _run_with_pulses(command, duration_s, recorder, markers, signals, pulses)
     if command:
-        return _run_command(command, recorder, markers, signals, duration_s), ""
+        return _run_command(command, recorder, markers, signals, duration_s)
     return 0, _wait_duration(duration_s or 0.0, signals)
 
 
@@ -321,13 +321,14 @@ def _run_with_pulses(command: list[str], duration_s: float | None, recorder: Rec
             why = f"stopped by {_signame(got[0])} during the sync pulses before the workload"
             return (128 + got[0], f"{why} (the workload did not run)") if command else (0, why)
         code, reason = _run_phase(command, duration_s, recorder, markers, signals)
-        if reason:  # a --duration ended by a signal: stop now
+        if reason and not command:  # a --duration wait ended by a signal: stop now
             return code, reason
         signals.during(stop_pulses)
         if runner.block():
             runner.tail()
         if got:
-            reason = f"stopped by {_signame(got[0])} during the sync pulses after the workload"
+            why = f"stopped by {_signame(got[0])} during the sync pulses after the workload"
+            reason = f"{reason}; {why}" if reason else why
         return code, reason
     finally:
         runner.close()
@@ -368,7 +369,8 @@ def _open_sources(recorder: Recorder, request: CaptureRequest) -> None:
 
 
 def _run_command(command: list[str], recorder: Recorder, markers: MarkerServer, signals: SignalPolicy,
-                 duration_s: float | None) -> int:
+                 duration_s: float | None) -> tuple[int, str]:
+    """Run the workload to its end: (its exit code, the stop reason when --duration ended it)."""
     workload = Workload(command, markers.env)
 
     def forward(signum: int) -> None:
@@ -384,8 +386,14 @@ def _run_command(command: list[str], recorder: Recorder, markers: MarkerServer, 
     pid = workload.start()
     recorder.put_event(EventName.WORKLOAD_START, "", t_start, {"command": command, "pid": pid})
     deadline = time.monotonic() + duration_s if duration_s is not None else None
-    code = workload.wait(deadline, on_timeout=lambda: recorder.put_event(
-        EventName.ERROR, "", now_ns(), {"kind": "duration", "message": "--duration reached; workload terminated"}))
+    timed_out: list[bool] = []
+
+    def duration_reached() -> None:
+        timed_out.append(True)
+        recorder.put_event(EventName.ERROR, "", now_ns(),
+                           {"kind": "duration", "message": "--duration reached; workload terminated"})
+
+    code = workload.wait(deadline, on_timeout=duration_reached)
     # The leader is gone; its leftover children (if any) must not outlive the capture.
     ended = workload.end_group()
     # Stamped after the children are gone, so every mark they sent precedes this.
@@ -393,7 +401,10 @@ def _run_command(command: list[str], recorder: Recorder, markers: MarkerServer, 
     if ended:
         detail["leftover_processes_ended_by"] = ended
     recorder.put_event(EventName.WORKLOAD_END, "", now_ns(), detail)
-    return code
+    # The workload did not run its course: the run must not read as a full one (a --duration
+    # without a command that runs out is the planned end, and has no stop reason).
+    reason = f"stopped by --duration ({duration_s:g} s reached; the workload was terminated)" if timed_out else ""
+    return code, reason
 
 
 def _wait_duration(duration_s: float, signals: SignalPolicy) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from hwval.runfile.schema import EventName
 from hwval.workloads.sweep import DEFAULT_SPACE, SEARCHABLE, STRATEGIES
 
 #: Training options the sweep sets itself (per trial): not accepted after --.
@@ -56,7 +57,7 @@ def measure_trial(spec, run_path: Path, exit_code: int, reference: str | None):
     result = TrialResult(spec, exit_code, None, str(run_path))
     try:
         with open_run(run_path) as run:
-            ends = [e.detail for e in run.events if e.name == "mark" and e.detail.get("mark") == "train_end"]
+            ends = [e.detail for e in run.events if e.name == EventName.MARK and e.detail.get("mark") == "train_end"]
             res = epoch_energy(run, reference=reference)
     except (RunFileError, AnalysisInputError, OSError) as exc:
         result.notes.append(f"not measured: {exc}")

@@ -19,6 +19,7 @@ import numpy as np
 from hwval import __version__
 from hwval.runfile.info import summarize
 from hwval.runfile.reader import DerivedEntry
+from hwval.runfile.schema import EventName
 
 #: /analysis entries that are not candidate-vs-reference comparisons.
 OTHER_PREFIXES = ("validation__", "calibration__", "epochs__")
@@ -122,7 +123,7 @@ def ensure_epochs(run, reference: str, data_notes: list[str], computed: list[str
 
     if not reference or any(n.startswith(epochs.ENTRY_PREFIX) for n in run.read_derived("analysis")):
         return
-    if not any(e.name == "mark" for e in run.events):
+    if not any(e.name == EventName.MARK for e in run.events):
         return                      # no workload marks: nothing per epoch to show
     try:
         epochs.write(run, epochs.epoch_energy(run, reference=reference))
@@ -195,10 +196,10 @@ def gather(run, *, computed: list[str] | None = None) -> ReportData:
     epochs_entry = next((e for n, e in analysis.items() if n == f"epochs__{reference}"), None)
     summary = summarize(run)
     events = run.events
-    errors = _event_rows(events, ("error",))
-    gaps = _event_rows(events, ("gap_start", "gap_end", "reconnect"))
+    errors = _event_rows(events, (EventName.ERROR,))
+    gaps = _event_rows(events, (EventName.GAP_START, EventName.GAP_END, EventName.RECONNECT))
     marks = [{"t": e.t, "mark": str(e.detail.get("mark", "")), "detail": e.detail}
-             for e in events if e.name == "mark" and not e.stream]
+             for e in events if e.name == EventName.MARK and not e.stream]
     return ReportData(
         run_path=str(run.path), summary=summary, attrs=dict(run.attrs),
         emulated=[s["name"] for s in summary["streams"] if s["emulated"]],

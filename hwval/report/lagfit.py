@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hwval.runfile.schema import EventName
 from hwval.sync.forward import Observations, Template, profile, regressor
 from hwval.sync.observe import StreamSource
 from hwval.sync.template import TemplateError, pulse_blocks
@@ -109,7 +110,7 @@ def lag_fits(run, sync: dict[str, dict]) -> tuple[list[LagFit], str]:
     if ref not in run.stream_names:
         return [], f"the sync reference {ref!r} is not a stream of this run"
     ref_src = StreamSource.open(run, ref, events)
-    start = next((e.t for e in events if e.name == "workload_start" and not e.stream), ref_src.first_last_s[0])
+    start = next((e.t for e in events if e.name == EventName.WORKLOAD_START and not e.stream), ref_src.first_last_s[0])
     lo, hi = start, min(start + RELATIVE_STRETCH_S, ref_src.first_last_s[1])
     for name, a in sync.items():
         if a.get("method") != "stream_fit" or name not in run.stream_names:

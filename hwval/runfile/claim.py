@@ -165,8 +165,16 @@ def _cannot_create(path: Path, exc: OSError) -> str:
         return f"output {path}: {_first_file(parent)} is a file, not a folder; choose another -o"
     if exc.errno == errno.ENOENT and not parent.exists():
         return f"output {path}: directory {parent} does not exist; create it or choose another -o"
-    if exc.errno in (errno.EACCES, errno.EPERM):
+    if exc.errno == errno.EROFS:
+        return f"output {path}: directory {parent} is on a read-only filesystem; choose another -o"
+    if exc.errno in (errno.EACCES, errno.EPERM) and not os.access(parent, os.W_OK):
         return f"output {path}: directory {parent} is not writable by this user; choose another -o"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.ENOENT):
+        # Its permissions let this user write (root passes every check), yet the create failed:
+        # a virtual filesystem (sysfs refuses with EACCES, procfs with ENOENT). Saying "not
+        # writable by this user" would send root looking for a permission problem.
+        return (f"output {path}: directory {parent} does not accept new files ({exc.strerror}) whatever "
+                "its permissions (a virtual filesystem such as /sys or /proc); choose another -o on a disk")
     return f"output {path}: cannot create the file there ({exc.strerror or exc}); choose another -o"
 
 

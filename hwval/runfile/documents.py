@@ -61,6 +61,9 @@ class Stop:
     #: Marks the workload made that the capture never got / refused (None: not counted).
     marks_lost: int | None = None
     marks_refused: int | None = None
+    #: Run-level errors (those counted for stream "": unreadable or refused marks...) by kind,
+    #: the root's counterpart of each stream's error_counts.
+    error_counts: dict[str, int] = field(default_factory=dict)
 
 
 Document = Start | Descriptor | Page | Event | Stop

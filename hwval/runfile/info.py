@@ -120,6 +120,7 @@ def summarize(run: RunFile, events_limit: int | None = None) -> dict:
         "recovered": bool(a.get(RootAttr.RECOVERED, False)),
         "marks_lost": run.marks_lost,
         "marks_refused": run.marks_refused,
+        "error_counts": run.error_counts,
         "streams": streams,
         "warnings": [],
         "event_count": run.event_count,
@@ -191,6 +192,8 @@ def format_summary(summary: dict, max_events: int = 40) -> str:
     if summary.get("marks_lost") is not None:
         lines.append(f"marks lost: {summary['marks_lost']}"
                      + (f", refused: {summary['marks_refused']}" if summary.get("marks_refused") is not None else ""))
+    if summary.get("error_counts"):
+        lines.append("run errors: " + ", ".join(f"{p(k)}={v}" for k, v in summary["error_counts"].items()))
     for w in summary["warnings"]:
         lines.append(f"warning: {p(w)}")
     lines.append("")

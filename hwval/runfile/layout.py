@@ -133,6 +133,7 @@ def finalize(f: h5py.File, doc: Stop) -> None:
             g.attrs["missed_deadlines"] = int(stats.get("missed_deadlines", 0))
             g.attrs["error_counts"] = json.dumps(stats.get("error_counts", {}), sort_keys=True)
     f.attrs["exit_code"] = int(doc.exit_code)
+    f.attrs[RootAttr.ERROR_COUNTS] = json.dumps(doc.error_counts, sort_keys=True)
     if doc.reason:
         f.attrs["stop_reason"] = doc.reason
     write_mark_counts(f, doc)

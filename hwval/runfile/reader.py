@@ -11,7 +11,8 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from types import MappingProxyType
+from typing import Any, Iterator, Mapping
 
 import h5py
 import numpy as np
@@ -58,10 +59,16 @@ _plain = plain
 
 
 class RunFile:
+    """An open run. Read-only, except that a run opened with ``mode="r+"`` lets later stages add
+    their derived groups (:data:`~hwval.runfile.schema.DERIVED_GROUPS`: /sync, /analysis) through
+    :meth:`replace_derived`, and nothing else: the HDF5 handle is private, and the attributes and
+    streams handed out are copies (read-only mappings), so /streams, /events and the root's
+    attributes cannot be written through it."""
+
     def __init__(self, path: str | os.PathLike, f: h5py.File) -> None:
         self.path = Path(path)
-        self.file = f
-        self.attrs = {k: _plain(v) for k, v in f.attrs.items()}
+        self._file = f
+        self.attrs: Mapping[str, Any] = MappingProxyType({k: _plain(v) for k, v in f.attrs.items()})
 
     # -- context manager -------------------------------------------------------------------
     def __enter__(self) -> "RunFile":
@@ -71,7 +78,12 @@ class RunFile:
         self.close()
 
     def close(self) -> None:
-        self.file.close()
+        self._file.close()
+
+    @property
+    def mode(self) -> str:
+        """"r", or "r+" for a run whose derived groups may be replaced."""
+        return "r+" if self._file.mode == "r+" else "r"
 
     # -- root ------------------------------------------------------------------------------
     @property
@@ -84,11 +96,11 @@ class RunFile:
 
     @property
     def command(self) -> list[str]:
-        return schema.command(self.file)
+        return schema.command(self._file)
 
     @property
     def config(self) -> dict[str, Any]:
-        return schema.json_attr(self.file, schema.RootAttr.CONFIG, dict, "{}")
+        return schema.json_attr(self._file, schema.RootAttr.CONFIG, dict, "{}")
 
     @property
     def stop_reason(self) -> str:
@@ -107,6 +119,11 @@ class RunFile:
         return None if value is None else int(value)
 
     @property
+    def error_counts(self) -> dict[str, int]:
+        """Run-level errors by kind (unreadable or refused marks...); {} when none or not recorded."""
+        return schema.error_counts(self._file)
+
+    @property
     def journal(self) -> Path | None:
         """The crash journal beside the file, when one exists."""
         j = journal_path(self.path)
@@ -115,11 +132,11 @@ class RunFile:
     # -- streams ---------------------------------------------------------------------------
     @property
     def stream_names(self) -> list[str]:
-        return list(self.file[STREAMS].keys())
+        return list(self._file[STREAMS].keys())
 
     def stream(self, name: str) -> StreamData:
         try:
-            g = self.file[STREAMS][name]
+            g = self._file[STREAMS][name]
         except KeyError:
             raise KeyError(f"no stream {name!r} in {self.path} (streams: {', '.join(self.stream_names)})") from None
         data, units, dattrs = {}, {}, {}
@@ -156,11 +173,11 @@ class RunFile:
 
     @property
     def event_count(self) -> int:
-        return int(self.file[EVENTS]["t"].shape[0]) if EVENTS in self.file else 0
+        return int(self._file[EVENTS]["t"].shape[0]) if EVENTS in self._file else 0
 
     def event_times(self) -> np.ndarray:
         """``/events/t`` in stored order (8 bytes per event)."""
-        return self.file[EVENTS]["t"][:] if EVENTS in self.file else np.zeros(0)
+        return self._file[EVENTS]["t"][:] if EVENTS in self._file else np.zeros(0)
 
     def event_order(self) -> np.ndarray | None:
         """Row indices in time order, or None when the rows are stored in time order already
@@ -179,7 +196,7 @@ class RunFile:
         stop = n if stop is None else min(stop, n)
         if start >= stop:
             return
-        ev = self.file[EVENTS]
+        ev = self._file[EVENTS]
         order = self.event_order()
         for lo in range(start, stop, EVENT_BLOCK_ROWS):
             hi = min(lo + EVENT_BLOCK_ROWS, stop)
@@ -196,7 +213,7 @@ class RunFile:
         """``(t, stream)`` of every event called ``name``, scanning the name column by blocks."""
         if not self.event_count:
             return np.zeros(0), np.zeros(0, dtype=object)
-        ev = self.file[EVENTS]
+        ev = self._file[EVENTS]
         wanted = name.encode()
         ts, streams = [], []
         for lo in range(0, self.event_count, EVENT_BLOCK_ROWS):
@@ -342,9 +359,9 @@ def _check_group(group: str) -> None:
 def read_derived(run: "RunFile", group: str) -> dict[str, DerivedEntry]:
     """Every entry of ``/sync`` or ``/analysis`` (empty when the group is absent)."""
     _check_group(group)
-    if group not in run.file:
+    if group not in run._file:
         return {}
-    return {name: _read_entry(obj) for name, obj in run.file[group].items()
+    return {name: _read_entry(obj) for name, obj in run._file[group].items()
             if isinstance(obj, h5py.Group)}
 
 
@@ -353,19 +370,51 @@ def replace_derived(run: "RunFile", group: str, entries: dict[str, DerivedEntry]
     """Write ``entries`` under ``/sync`` or ``/analysis`` of a run opened with ``mode="r+"``.
 
     ``whole=True`` replaces the group entirely (``hwval sync`` re-run); otherwise only the named
-    entries are replaced and the others kept (one comparison re-analysed).
+    entries are replaced and the others kept (one comparison re-analysed). This is the only
+    write a run allows: every name in ``entries`` (entries, datasets, children, at any depth) is
+    checked before anything is written, so a name that would reach outside the group (an
+    absolute path such as ``/streams/wall/t``, or ``a/b``) is refused with the file unchanged.
     """
     _check_group(group)
-    if run.file.mode != "r+":
+    if run._file.mode != "r+":
         raise RunFileError(f"{run.path}: opened read-only; open with mode='r+' to add /{group}")
-    if whole and group in run.file:
-        del run.file[group]
-    parent = run.file.require_group(group)
     for name, entry in entries.items():
-        if not name or "/" in name:
-            raise ValueError(f"/{group} entry name {name!r}: must be non-empty and contain no '/'")
+        _check_names(f"/{group}", name, entry)
+    if whole and group in run._file:
+        del run._file[group]  # unlinks /group only (a crafted alias is not followed)
+    parent = _derived_parent(run, group)
+    for name, entry in entries.items():
         _write_entry(parent, name, entry)
-    run.file.flush()
+    run._file.flush()
+
+
+def _check_names(where: str, name: Any, entry: Any) -> None:
+    if not isinstance(name, str) or not name or "/" in name or name in (".", ".."):
+        raise ValueError(f"{where} entry name {name!r}: must be non-empty text without '/'")
+    if not isinstance(entry, DerivedEntry):
+        raise TypeError(f"{where}/{name}: expected a DerivedEntry, got {type(entry).__name__}")
+    for key in entry.datasets:  # (attribute names are not paths: they cannot reach out)
+        if not isinstance(key, str) or not key or "/" in key or key in (".", ".."):
+            raise ValueError(f"{where}/{name}: dataset name {key!r} must be non-empty text without '/'")
+    for key, child in entry.children.items():
+        _check_names(f"{where}/{name}", key, child)
+
+
+def _derived_parent(run: "RunFile", group: str) -> h5py.Group:
+    """``/group``, created when absent; refused when the file's ``/group`` is a link to another
+    object (a crafted file could make /sync an alias of /streams)."""
+    f = run._file
+    link = f.get(group, getlink=True)
+    if link is None:
+        return f.create_group(group)
+    obj = f[group] if isinstance(link, h5py.HardLink) else None
+    raw = [f["/"], *(f[other] for other in (STREAMS, EVENTS) if other in f)]
+    if STREAMS in f and isinstance(f[STREAMS], h5py.Group):
+        raw += [g for g in f[STREAMS].values() if isinstance(g, h5py.Group)]
+    if not isinstance(obj, h5py.Group) or any(obj == other for other in raw):
+        raise RunFileError(f"{run.path}: /{group} is not a group of its own (a link to another "
+                           "object); nothing was written")
+    return obj
 
 
 class StreamReader:
@@ -377,12 +426,12 @@ class StreamReader:
 
     def __init__(self, run: "RunFile", name: str) -> None:
         try:
-            self.group = run.file[STREAMS][name]
+            self._group = run._file[STREAMS][name]
         except KeyError:
             raise KeyError(f"no stream {name!r} in {run.path} (streams: {', '.join(run.stream_names)})") from None
         self.name = name
-        self.attrs = {k: _plain(v) for k, v in self.group.attrs.items()}
-        self._t = self.group["t"]
+        self.attrs: Mapping[str, Any] = MappingProxyType({k: _plain(v) for k, v in self._group.attrs.items()})
+        self._t = self._group["t"]
 
     @property
     def n(self) -> int:
@@ -390,10 +439,10 @@ class StreamReader:
 
     @property
     def keys(self) -> list[str]:
-        return [k for k in self.group.keys() if k != "t"]
+        return [k for k in self._group.keys() if k != "t"]
 
     def dataset_attrs(self, key: str) -> dict[str, Any]:
-        return {k: _plain(v) for k, v in self.group[key].attrs.items()}
+        return {k: _plain(v) for k, v in self._group[key].attrs.items()}
 
     def index_at(self, t_s: float) -> int:
         """The first index whose stamp is >= ``t_s`` (``n`` when none is)."""
@@ -411,7 +460,7 @@ class StreamReader:
         stop = self.n if stop is None else stop
         out = {"t": self._t[start:stop]}
         for key in keys:
-            out[key] = self.group[key][start:stop]
+            out[key] = self._group[key][start:stop]
         return out
 
     def iter_chunks(self, keys: list[str], rows: int = 1 << 20,

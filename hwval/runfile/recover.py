@@ -412,10 +412,9 @@ def _finish_attrs(out: h5py.File, stop: Stop | None, old_complete: bool) -> bool
                 g = out[STREAMS][name]
                 g.attrs[StreamAttr.DROPPED_READINGS] = _count(stats.get("dropped"))
                 g.attrs[StreamAttr.MISSED_DEADLINES] = _count(stats.get("missed_deadlines"))
-                counts = stats.get("error_counts")
-                counts = {str(k): _count(v) for k, v in counts.items()} if isinstance(counts, dict) else {}
-                g.attrs[StreamAttr.ERROR_COUNTS] = json.dumps(counts, sort_keys=True)
+                g.attrs[StreamAttr.ERROR_COUNTS] = _counts_json(stats.get("error_counts"))
         out.attrs[RootAttr.EXIT_CODE] = int(stop.exit_code)
+        out.attrs[RootAttr.ERROR_COUNTS] = _counts_json(stop.error_counts)
         if stop.reason:
             out.attrs[RootAttr.STOP_REASON] = stop.reason
         layout.write_mark_counts(out, stop)
@@ -428,6 +427,12 @@ def _finish_attrs(out: h5py.File, stop: Stop | None, old_complete: bool) -> bool
     out.flush()
     out.attrs[RootAttr.COMPLETE] = complete
     return complete
+
+
+def _counts_json(counts: Any) -> str:
+    """A journal's {kind: count} as the schema's JSON text (a crafted one reads as counts of 0)."""
+    counts = {str(k): _count(v) for k, v in counts.items()} if isinstance(counts, dict) else {}
+    return json.dumps(counts, sort_keys=True)
 
 
 def _count(v: Any) -> int:

@@ -50,8 +50,12 @@ class RootAttr:
     RECOVERED = "recovered"               # optional: rebuilt by `hwval recover`
     #: optional: marks the workload sent that the capture could not take (non-blocking channel).
     MARKS_LOST = "marks_lost"
-    #: optional: marks refused because their t_ns lay outside the capture (before it, or in the future).
+    #: optional: marks that arrived but were refused: a t_ns outside the capture (before it, or in
+    #: the future), or malformed with a readable seq (delivered + refused + lost == sent).
     MARKS_REFUSED = "marks_refused"
+    #: JSON object {kind: count} of run-level errors (stream "" in /events), written at finish
+    #: and by `hwval recover`: the same form as each stream's error_counts.
+    ERROR_COUNTS = "error_counts"
 
 
 class StreamAttr:
@@ -194,10 +198,12 @@ def json_attr(obj: h5py.HLObject, attr: str, kind: type, default: Any = ...) -> 
 
 
 def error_counts(obj: h5py.HLObject) -> dict[str, int]:
-    counts = json_attr(obj, StreamAttr.ERROR_COUNTS, dict, "{}")
+    """``error_counts`` of a stream group or of the root (the run-level errors): same form."""
+    attr = RootAttr.ERROR_COUNTS if obj.name == "/" else StreamAttr.ERROR_COUNTS
+    counts = json_attr(obj, attr, dict, "{}")
     for key, n in counts.items():
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise RunFileError(f"{_where(obj, StreamAttr.ERROR_COUNTS)} gives {_describe(key)} "
+            raise RunFileError(f"{_where(obj, attr)} gives {_describe(key)} "
                                f"the count {_describe(n)}, expected a non-negative integer")
     return counts
 
@@ -250,6 +256,7 @@ def validate(f: h5py.File) -> None:
     for attr in (RootAttr.MARKS_LOST, RootAttr.MARKS_REFUSED):
         if int_attr(f, attr, 0) < 0:
             raise RunFileError(f"{_where(f, attr)} is negative")
+    error_counts(f)
     streams = _member(f, STREAMS, h5py.Group, required=True)
     for name in streams:
         _validate_stream(_member(streams, name, h5py.Group, required=True))

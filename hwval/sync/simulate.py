@@ -25,6 +25,7 @@ import numpy as np
 from hwval.benchmodel import MeterModel, PowerProfile
 from hwval.capture.hdf5_writer import HDF5Writer
 from hwval.runfile.documents import Descriptor, Event, Page, Start, Stop
+from hwval.runfile.schema import EventName
 from hwval.sources.base import Key, StreamInfo
 from hwval.sync.timing import Timing
 
@@ -95,25 +96,25 @@ def _plan(sc: Scenario, rng: np.random.Generator):
         starts = [t + i * sc.chip_s + rng.uniform(0, sc.chip_jitter_s) for i in range(len(sc.levels))]
         starts[0] = t + rng.uniform(0, sc.chip_jitter_s)
         end = t + len(sc.levels) * sc.chip_s
-        events.append((t, "pulse_start", {"pattern": "barker13", "chip_s": sc.chip_s, "levels": list(sc.levels),
+        events.append((t, EventName.PULSE_START, {"pattern": "barker13", "chip_s": sc.chip_s, "levels": list(sc.levels),
                                           "targets": ["cpu"]}))
         add(sc.idle_w, starts[0] - t)
         for i, lv in enumerate(sc.levels):
             nxt = starts[i + 1] if i + 1 < len(starts) else end
-            events.append((starts[i], "pulse_chip", {"index": i, "level": lv}))
+            events.append((starts[i], EventName.PULSE_CHIP, {"index": i, "level": lv}))
             add(sc.idle_w + lv * sc.pulse_w, nxt - starts[i])
-        events.append((end, "pulse_end", {}))
+        events.append((end, EventName.PULSE_END, {}))
         add(sc.idle_w, sc.tail_s)
 
     if sc.blocks in ("both", "before"):
         block()
     else:
         add(sc.idle_w, sc.settle_s)
-    events.append((t, "workload_start", {}))
+    events.append((t, EventName.WORKLOAD_START, {}))
     stop = t + sc.workload_s
     while t < stop - 1e-9:
         add(sc.idle_w + rng.uniform(0.1, 1.0) * sc.pulse_w, min(rng.uniform(2.0, 15.0), stop - t))
-    events.append((t, "workload_end", {"exit_code": 0}))
+    events.append((t, EventName.WORKLOAD_END, {"exit_code": 0}))
     if sc.blocks == "both":
         block()
     else:
@@ -181,7 +182,8 @@ def build(sc: Scenario) -> tuple[Built, dict[str, tuple[np.ndarray, np.ndarray]]
                                  window_s=0.0 if m.semantics == "counter" else m.model.window_s,
                                  drift_ppm=-m.model.drift_ppm, drift_origin_s=0.0)
     for name, g0, g1 in sc.gaps:
-        events += [(g0, "gap_start", {"_stream": name, "error": "simulated"}), (g1, "gap_end", {"_stream": name})]
+        events += [(g0, EventName.GAP_START, {"_stream": name, "error": "simulated"}),
+                   (g1, EventName.GAP_END, {"_stream": name})]
     events.sort(key=lambda ev: ev[0])
     if sc.stop_s is not None:
         end = min(end, sc.stop_s)
