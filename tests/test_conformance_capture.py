@@ -121,6 +121,8 @@ class Case:
     quantities: dict[str, Quantity] = field(default_factory=dict)
     #: how ``energy_j`` is checked, for a driver that declares it
     energy: EnergyCheck | None = None
+    #: the emulator serving the source (its ``injected`` counts, for the fault tests)
+    emulator: object | None = None
 
 
 def spec(driver: str, resource: str, period_s: float | None = None, name: str = "wall",
@@ -135,10 +137,10 @@ def bench() -> Bench:
 @contextmanager
 def serial_case(emulator_cls, driver: str, quantum_w: float, query: dict | None = None,
                 rounds: bool = True, quantities: dict[str, Quantity] | None = None,
-                energy: EnergyCheck | None = None, **emulator_kw) -> Iterator[Case]:
-    with emulator_cls(bench(), MeterModel(), **emulator_kw) as emu:
+                energy: EnergyCheck | None = None, faults=None, **emulator_kw) -> Iterator[Case]:
+    with emulator_cls(bench(), MeterModel(), faults, **emulator_kw) as emu:
         yield Case(Registry().create(spec(driver, emu.path, **(query or {}))), {"wall": TRUE_W}, quantum_w,
-                   rounds=rounds, quantities=quantities or {}, energy=energy)
+                   rounds=rounds, quantities=quantities or {}, energy=energy, emulator=emu)
 
 
 def table(truths: dict[str, float], quanta: dict[str, float], rounds: bool = True) -> dict[str, Quantity]:
@@ -147,7 +149,7 @@ def table(truths: dict[str, float], quanta: dict[str, float], rounds: bool = Tru
 
 
 @contextmanager
-def tasmota():
+def tasmota(faults=None, **query):
     from hwval.emulators.tasmota import LINE_FREQUENCY_HZ, TasmotaEmulator
 
     b = bench()
@@ -161,12 +163,12 @@ def tasmota():
     with serial_case(TasmotaEmulator, "tasmota", 1.0, quantities=table(truths, quanta),
                      # Total is computed when the poll arrives: only the receipt delay blurs it
                      energy=EnergyCheck(1e-5 * 3.6e6, MAX_RECEIPT_DELAY_S, min_span_s=2.0),
-                     frequency=True, resolution={"EnergyRes": 5}) as case:
+                     frequency=True, resolution={"EnergyRes": 5}, faults=faults, query=query) as case:
         yield case
 
 
 @contextmanager
-def esphome():
+def esphome(faults=None, **query):
     from hwval.emulators.esphome import LINE_FREQUENCY_HZ, EspHomeEmulator
 
     b = bench()
@@ -177,12 +179,12 @@ def esphome():
     with serial_case(EspHomeEmulator, "esphome", 1e-5, quantities=table(truths, quanta),
                      # the energy state is computed at the tick that prints it
                      energy=EnergyCheck(1e-5 * 3600, MAX_RECEIPT_DELAY_S, min_span_s=2.0),
-                     interval_s=0.1) as case:
+                     interval_s=0.1, faults=faults, query=query) as case:
         yield case
 
 
 @contextmanager
-def pzem004t():
+def pzem004t(faults=None, **query):
     from hwval.emulators.pzem004t import LINE_FREQUENCY_HZ, Pzem004tEmulator
 
     b = bench()
@@ -195,12 +197,12 @@ def pzem004t():
     with serial_case(Pzem004tEmulator, "pzem004t", 0.1, quantities=table(truths, quanta),
                      # registers refresh every update_s: a reply may be that much older
                      energy=EnergyCheck(3600.0, update_s + MAX_RECEIPT_DELAY_S),
-                     update_s=update_s) as case:
+                     update_s=update_s, faults=faults, query=query) as case:
         yield case
 
 
 @contextmanager
-def cse7766():
+def cse7766(faults=None, **query):
     from hwval.emulators.cse7766 import I_PARAM, P_PARAM, V_PARAM, Cse7766Emulator
 
     b = bench()
@@ -214,12 +216,13 @@ def cse7766():
     with serial_case(Cse7766Emulator, "cse7766", 0.01, rounds=False,
                      quantities=table(truths, quanta, rounds=False),
                      # each frame carries the counter at the instant it is sent
-                     energy=EnergyCheck(P_PARAM * 1e-6, MAX_RECEIPT_DELAY_S, min_span_s=2.0)) as case:
+                     energy=EnergyCheck(P_PARAM * 1e-6, MAX_RECEIPT_DELAY_S, min_span_s=2.0),
+                     faults=faults, query=query) as case:
         yield case
 
 
 @contextmanager
-def wattsup():
+def wattsup(faults=None, **query):
     from hwval.emulators.wattsup import LINE_FREQUENCY_HZ, LINE_VOLTAGE_V, WattsUpEmulator
 
     b = bench()
@@ -229,9 +232,9 @@ def wattsup():
     # (the slowest case here, ~2.5 s)
     quanta = {"voltage_v": 0.1, "current_a": 1e-3, "power_factor": 0.01, "frequency_hz": 0.1,
               "apparent_power_va": 0.1}
-    with serial_case(WattsUpEmulator, "wattsup", 0.1, {"interval_s": 1}, quantities=table(truths, quanta),
+    with serial_case(WattsUpEmulator, "wattsup", 0.1, {"interval_s": 1, **query}, quantities=table(truths, quanta),
                      # each record carries the counter at the instant it is sent
-                     energy=EnergyCheck(360.0, MAX_RECEIPT_DELAY_S)) as case:
+                     energy=EnergyCheck(360.0, MAX_RECEIPT_DELAY_S), faults=faults) as case:
         yield case
 
 
@@ -374,26 +377,18 @@ class Recorded:
     stats: dict[str, dict]
 
 
-def record_clean(source: Source, min_span_s: float = 0.0) -> Recorded:
-    """Run ``source`` under the real recorder until every stream it declares has
-    :data:`READINGS` readings with a finite power spanning at least ``min_span_s`` (or
-    :data:`TIMEOUT_S`)."""
+def record(source: Source, done: Callable[[list, dict[str, StreamInfo]], bool],
+           timeout_s: float = TIMEOUT_S) -> Recorded:
+    """Run ``source`` under the real recorder until ``done(documents so far, stream infos)``
+    (or ``timeout_s``), then finish the run and return what was recorded."""
     origin = now_ns()
     docs: list = []
     recorder = Recorder(Start("conformance", "now", "host", [], origin, time.time_ns(), "{}", "0"),
                         [docs.append])
     infos = {i.name: i for i in recorder.add_source("src", source)}
     recorder.start()
-    deadline = time.monotonic() + TIMEOUT_S
-
-    def enough() -> bool:
-        times: dict[str, list] = {name: [] for name in infos}
-        for d in list(docs):
-            if isinstance(d, Page) and d.stream in times:
-                times[d.stream].extend(d.t[np.isfinite(d.values["power_w"])])
-        return all(len(t) >= READINGS and t[-1] - t[0] >= min_span_s for t in times.values())
-
-    while not enough() and time.monotonic() < deadline:
+    deadline = time.monotonic() + timeout_s
+    while not done(list(docs), infos) and time.monotonic() < deadline:
         time.sleep(0.05)
     stop = recorder.finish(0)
     pages = [d for d in docs if isinstance(d, Page)]
@@ -405,8 +400,33 @@ def record_clean(source: Source, min_span_s: float = 0.0) -> Recorded:
     return Recorded(infos, readings, times, [d for d in docs if isinstance(d, Event)], stop.stream_stats)
 
 
+def spans_readings(min_span_s: float = 0.0) -> Callable[[list, dict[str, StreamInfo]], bool]:
+    """Done once every stream has :data:`READINGS` readings with a finite power spanning at
+    least ``min_span_s``."""
+    def done(docs: list, infos: dict[str, StreamInfo]) -> bool:
+        times: dict[str, list] = {name: [] for name in infos}
+        for d in docs:
+            if isinstance(d, Page) and d.stream in times:
+                times[d.stream].extend(d.t[np.isfinite(d.values["power_w"])])
+        return all(len(t) >= READINGS and t[-1] - t[0] >= min_span_s for t in times.values())
+    return done
+
+
+def record_clean(source: Source, min_span_s: float = 0.0) -> Recorded:
+    """Run ``source`` until every stream it declares has :data:`READINGS` readings with a finite
+    power spanning at least ``min_span_s`` (or :data:`TIMEOUT_S`)."""
+    return record(source, spans_readings(min_span_s))
+
+
 def test_every_driver_has_a_case():
     assert sorted(CASES) == sorted(BUILTIN_DRIVERS)
+
+
+def builder_fixtures(builder: Callable, request) -> dict:
+    """The pytest fixtures a case builder asks for (its parameters without a default)."""
+    return {name: request.getfixturevalue(name)
+            for name, p in inspect.signature(builder).parameters.items()
+            if p.default is p.empty and p.kind is p.POSITIONAL_OR_KEYWORD}
 
 
 def check_energy(name: str, case: Case, columns: dict[str, np.ndarray], t_s: np.ndarray) -> None:
@@ -431,7 +451,7 @@ def check_energy(name: str, case: Case, columns: dict[str, np.ndarray], t_s: np.
 @pytest.mark.parametrize("driver", sorted(CASES))
 def test_clean_capture_has_no_errors_every_declared_key_and_the_true_power(driver, request):
     builder = CASES[driver]
-    fixtures = {name: request.getfixturevalue(name) for name in inspect.signature(builder).parameters}
+    fixtures = builder_fixtures(builder, request)
     with builder(**fixtures) as case:
         recorded = record_clean(case.source, case.energy.min_span_s if case.energy else 0.0)
     assert sorted(recorded.infos) == sorted(case.truth_w)
