@@ -9,7 +9,7 @@ other quantities follow from it as one consistent set: voltage V (the emulator's
 factor PF (the bench's), current I = P / (V PF), apparent power S = V I, reactive power
 Q = sqrt(S^2 - P^2), frequency (the emulator's mains). Each case's table gives every quantity its
 driver declares, with the quantum of the protocol note that fixes it (docs/protocols/*.md); a
-declared key missing from the table fails :func:`test_every_declared_key_is_checked`. Energy is
+declared key missing from the table (and not in :data:`NOT_MEASURED`) fails the capture test. Energy is
 checked over the recorded span (see :class:`EnergyCheck`).
 """
 
