@@ -108,3 +108,13 @@ def test_capture_matches_truth_through_faults_stall_and_unplug(tmp_path):
     # the truth spans receipt times: each end may be up to MAX_RECEIPT_DELAY_S after the meter's
     # instant (31 J off at load ~10 against the former 0.12 s bound)
     assert energy[e_ok][0] == 0.0 and abs(energy[e_ok][-1] - truth) < 250 * (0.12 + MAX_RECEIPT_DELAY_S)
+
+
+@pytest.mark.parametrize("text", ["'Voltage':", "'Voltage': Send", "'Voltage': Sending state"])
+def test_state_line_cut_before_its_value_is_damage_of_that_sensor(text):
+    # what the emulator's truncate fault leaves: counted (bad_value) for the sensor it names,
+    # not skipped as some other message
+    with pytest.raises(codec.EspHomeDecodeError, match="cut short") as err:
+        codec.decode_state(text, "sensor")
+    assert err.value.sensor == "Voltage"
+    assert codec.decode_state("'Voltage': Sending state", "other_component") is None

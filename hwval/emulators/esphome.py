@@ -1,10 +1,12 @@
 """``hwval emulate esphome``: the UART logger of a plug running ESPHome (cse7766 component).
 
-Every ``--interval-s`` it prints the states a cse7766 frame publishes, in the component's order
-(voltage, current, power, energy), as ANSI-coloured DEBUG lines exactly as the logger formats
-them, plus occasional other lines (wifi signal, an info message) a driver must skip. Power comes
+Every ``--interval-s`` it prints the states a power monitor publishes, in the component's order
+(voltage, current, power, energy, then frequency and power factor as a pzemac config publishes
+them; ``--no-frequency`` / ``--no-power-factor`` leave them out as a cse7766 or hlw8012 plug
+without those sensors does), as ANSI-coloured DEBUG lines exactly as the logger formats them, plus occasional other lines (wifi signal, an info message) a driver must skip. Power comes
 from the bench model; the energy sensor accumulates the metered bench energy (exact integral, model gain and
-offset applied) in Wh.
+offset applied) in Wh. The quantities are one consistent set: current = P / (V PF), power factor
+the bench's, frequency :data:`LINE_FREQUENCY_HZ`.
 See :mod:`hwval.sources.serial.esphome_codec` for the facts and sources.
 """
 
@@ -17,6 +19,9 @@ from hwval.emulators.options import bench_options
 from hwval.emulators.pty import FaultPlan, PtyEmulator, fault_options, run_until_signal
 from hwval.sources.serial import esphome_codec as codec
 
+#: mains frequency the frequency sensor reports (a 50 Hz grid)
+LINE_FREQUENCY_HZ = 50.0
+
 
 class EspHomeEmulator(PtyEmulator):
     device = "esphome"
@@ -24,7 +29,8 @@ class EspHomeEmulator(PtyEmulator):
     def __init__(self, bench: Bench, model: MeterModel, faults: FaultPlan | None = None, *,
                  baudrate: int = 115200, interval_s: float = 0.2, power_unit: str = "W",
                  energy_unit: str = "Wh", task: str | None = None, line_no: int | None = 93,
-                 names: dict[str, str] | None = None) -> None:
+                 names: dict[str, str] | None = None, frequency: bool = True,
+                 power_factor: bool = True) -> None:
         self.baudrate = baudrate
         super().__init__(bench, model, faults)
         if interval_s <= 0:
@@ -35,7 +41,9 @@ class EspHomeEmulator(PtyEmulator):
         self.power_unit, self.energy_unit = power_unit, energy_unit
         self.task, self.line_no = task, line_no
         self.names = {"power": "Power", "voltage": "Voltage", "current": "Current",
-                      "energy": "Energy", **(names or {})}
+                      "energy": "Energy", "frequency": "Frequency",
+                      "power_factor": "Power Factor", **(names or {})}
+        self.frequency, self.power_factor = frequency, power_factor
         self.ticks = 0
 
     def _state(self, sensor: str, value: float, unit: str, decimals: int) -> None:
@@ -56,6 +64,10 @@ class EspHomeEmulator(PtyEmulator):
             self._state("energy", energy_wh / 1000.0, "kWh", 6)
         else:
             self._state("energy", energy_wh, "Wh", 3)
+        if self.frequency:
+            self._state("frequency", LINE_FREQUENCY_HZ, "Hz", 1)
+        if self.power_factor:  # a unitless sensor: the unit is empty (two spaces on the line)
+            self._state("power_factor", self.bench.power_factor, "", 2)
         if self.ticks % 10 == 0:  # other sensors and components log too
             self.write_raw(codec.encode_state("WiFi Signal", -61.0, "dBm", 0, line_no=self.line_no))
             self.write_raw(codec.encode_log("I", "app", 29, "Running through setup()..."))
@@ -87,9 +99,13 @@ class EspHomeEmulator(PtyEmulator):
 @click.option("--energy-unit", type=click.Choice(["Wh", "kWh"]), default="Wh", show_default=True,
               help="unit the energy sensor publishes in (the driver converts to J)")
 @click.option("--task", default=None, help="ESP32 task tag added to each line, e.g. 'loopTask'")
+@click.option("--frequency/--no-frequency", default=True, show_default=True,
+              help="publish a 'Frequency' sensor (Hz), as a pzemac config does")
+@click.option("--power-factor/--no-power-factor", default=True, show_default=True,
+              help="publish a 'Power Factor' sensor (unitless), as pzemac and cse7766 configs do")
 def cli(bench: Bench, model: MeterModel, ready_file: str | None, faults: FaultPlan,
         counts_file: str | None, baudrate: int, interval_s: float, power_unit: str,
-        energy_unit: str, task: str | None) -> None:
+        energy_unit: str, task: str | None, frequency: bool, power_factor: bool) -> None:
     """Emulate an ESPHome plug's UART logger.
 
     \b
@@ -99,7 +115,8 @@ def cli(bench: Bench, model: MeterModel, ready_file: str | None, faults: FaultPl
     """
     try:
         emulator = EspHomeEmulator(bench, model, faults, baudrate=baudrate, interval_s=interval_s,
-                                   power_unit=power_unit, energy_unit=energy_unit, task=task)
+                                   power_unit=power_unit, energy_unit=energy_unit, task=task,
+                                   frequency=frequency, power_factor=power_factor)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     run_until_signal(emulator, bench, ready_file, counts_file)

@@ -33,6 +33,8 @@ NEW_VERSION = "13.1.0(tasmota)"
 OLD_VERSION = "5.14.0"
 #: extra channels of a multi-channel plug carry a constant load each (a lamp on relay 2...)
 EXTRA_CHANNEL_W = 10.0
+#: mains frequency the chip reports with --frequency (a 50 Hz grid)
+LINE_FREQUENCY_HZ = 50.0
 
 
 class TasmotaEmulator(PtyEmulator):
@@ -155,12 +157,14 @@ class TasmotaEmulator(PtyEmulator):
         powers = [power_w] + [EXTRA_CHANNEL_W] * (self.channels - 1)
         pf = self.bench.power_factor
         voltage_v = self.bench.voltage_v
-        # the displayed values are rounded to the resolutions; derived ones use rounded power,
-        # as the firmware computes them from its own rounded-down measurements
-        w = [round(p, self.res["WattRes"]) for p in powers]
-        apparent = [p / pf for p in w]
-        reactive = [math.sqrt(max(s * s - p * p, 0.0)) for p, s in zip(w, apparent)]
+        # one consistent set: I = P / (V PF), S = V I, Q = sqrt(S^2 - P^2). The firmware keeps
+        # its measurements as floats and derives S, Q and PF from them; only printing the ENERGY
+        # JSON rounds each to its resolution (docs/protocols/tasmota.md#resolution), which
+        # encode_energy does
+        w = list(powers)
         current = [p / (voltage_v * pf) for p in w]
+        apparent = [voltage_v * i for i in current]
+        reactive = [math.sqrt(max(s * s - p * p, 0.0)) for p, s in zip(w, apparent)]
         energy_j = self.metered_energy_j(0.0, self.bench.t_s())
         total_kwh = self.total_start_kwh + energy_j / codec.J_PER_KWH
         one = self.channels == 1
@@ -170,7 +174,7 @@ class TasmotaEmulator(PtyEmulator):
             "reactive_power_var": reactive[0] if one else reactive,
             "power_factor": pf if one else [pf] * self.channels,
             "voltage_v": voltage_v, "current_a": current[0] if one else current,
-            "frequency_hz": 50.0,
+            "frequency_hz": LINE_FREQUENCY_HZ,
         }
         start = "2024-01-01T00:00:00" if with_start else None
         return codec.encode_energy(values, self.res, period_wh=period_wh, total_start=start,

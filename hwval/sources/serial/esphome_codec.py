@@ -27,6 +27,10 @@ STATE = re.compile(
     r"^'(?P<name>.*)': Sending state (?P<value>\S+) (?P<unit>\S*) ?with (?P<decimals>-?\d+) "
     r"decimals of accuracy$")
 
+#: a sensor state line cut before its value: ``'<name>':`` then at most ``Sending state``
+CUT_STATE = re.compile(r"^'(?P<name>[^']*)':\s*(?P<rest>.*)$")
+STATE_WORDS = "Sending state"
+
 #: unit on the wire -> (SI unit, factor): what each value is multiplied by
 UNITS = {
     "W": ("W", 1.0), "kW": ("W", 1e3), "mW": ("W", 1e-3),
@@ -89,6 +93,12 @@ def decode_state(text: str, tag: str = "sensor") -> SensorState | None:
     if m is None:
         if "': Sending state " in text:
             raise EspHomeDecodeError(f"damaged sensor state line: {text[:60]!r}")  # name unsure
+        cut = CUT_STATE.match(text) if tag == "sensor" else None
+        if cut is not None and STATE_WORDS.startswith(cut.group("rest").rstrip()):
+            # the sensor component logs nothing else that starts so: a line cut short
+            raise EspHomeDecodeError(f"sensor {cut.group('name')!r}: state line cut short: "
+                                     f"{text[:60]!r}",
+                                     cut.group("name"))
         return None
     unit = m.group("unit")
     if unit not in UNITS:
