@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from hwval.benchmodel import Bench, MeterModel, PowerProfile
-from hwval.emulators.cse7766 import P_PARAM, Cse7766Emulator
+from hwval.emulators.cse7766 import I_PARAM, P_PARAM, V_PARAM, Cse7766Emulator
 from hwval.emulators.pty import FaultPlan
 from hwval.emulators.pzem004t import Pzem004tEmulator
 from hwval.sources.base import Disconnected, SourceSpec, SourceUnavailable, TransientError
@@ -15,6 +15,7 @@ from hwval.sources.serial import cse7766_codec as codec
 from hwval.sources.serial.cse7766 import create
 from hwval.sources.serial.pzem004t import create as create_pzem
 from hwval.sources.testing import RecordingContext, run_streaming
+from plain_meter import PlainMeter
 
 CSE_MODEL = MeterModel(window_s=0.1)
 JOULES_PER_PULSE = P_PARAM * 1e-6
@@ -58,6 +59,46 @@ def test_streams_power_voltage_and_energy_through_a_16bit_wrap():
     # quantisation at each end plus receipt jitter of the two frames
     assert truth / JOULES_PER_PULSE > 0x20
     assert last["energy_j"] == pytest.approx(truth, abs=2 * JOULES_PER_PULSE + 250 * 0.03)
+    assert not ctx.errors
+
+
+def chip_frame(cf_pulses: int = 0, p_valid: bool = True, power_w: float = 100.0) -> bytes:
+    """One frame of a calibrated chip at 230 V and ``power_w`` (the emulator's coefficients);
+    ``p_valid`` False: a frame without a new power value (the chip's adj bit 4 clear)."""
+    adj = codec.ADJ_V_VALID | codec.ADJ_I_VALID | (codec.ADJ_P_VALID if p_valid else 0)
+    return codec.encode_frame(codec.Frame(
+        state=codec.STATE_OK, v_param=V_PARAM, v_cycle=codec.cycle_for(V_PARAM, 230.0),
+        i_param=I_PARAM, i_cycle=codec.cycle_for(I_PARAM, power_w / 230.0), p_param=P_PARAM,
+        p_cycle=codec.cycle_for(P_PARAM, power_w), adj=adj, cf_pulses=cf_pulses))
+
+
+def test_energy_is_zero_at_the_first_emitted_reading_whatever_frames_came_before():
+    # frames without a new power value (emitted by no reading) arrive first, and the CF counter
+    # moves before the first one that is emitted: that one must read 0 J, not the pulses before
+    # it (it was 10.7 J = 2 pulses in a dry run on a loaded machine)
+    opened = threading.Event()
+    sent: list[int] = []
+
+    def frames() -> bytes:
+        if not opened.is_set():
+            return chip_frame(cf_pulses=100, p_valid=False)
+        sent.append(0)
+        return chip_frame(cf_pulses=102 if len(sent) <= 5 else 105)
+
+    with PlainMeter(None, stream=frames, period_s=0.05) as meter:
+        src = source(meter.pts)
+        ctx = RecordingContext()
+        src.open(ctx)
+        opened.set()
+        try:
+            assert run_for(src, ctx, 1.0) == []
+        finally:
+            src.close()
+    energies = [values["energy_j"] for _, values in ctx.rows()]
+    assert len(sent) > 5 and len(energies) > 5
+    assert energies[0] == 0.0
+    # the counting still starts from the first frame seen: 102 -> 105 is 3 pulses
+    assert energies[-1] == pytest.approx(3 * JOULES_PER_PULSE)
     assert not ctx.errors
 
 

@@ -1,16 +1,33 @@
-"""``emulated`` comes from what a device says it is, never from where it is: an emulator's
-identity carries the mark, and a real-looking identity is real even on 127.0.0.1 or on a pty an
-emulator made."""
+"""``emulated`` comes from what a device is, never from where it is: an emulator's identity
+carries the mark, and a real-looking identity is real even on 127.0.0.1 or on a pty an emulator
+made. The serial drivers whose protocol has no identity (esphome, cse7766, pzem004t) ask the
+emulator registry about the terminal they opened: an emulator is emulated by any path, a real
+meter is real behind any link, and a stale claim counts for nothing."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
 import pytest
+from click.testing import CliRunner
 
 from hwval.benchmodel import Bench, MeterModel, PowerProfile
+from hwval.cli import cli
+from hwval.runfile.reader import open_run
 from hwval.sources.base import SourceSpec
 from hwval.sources.emulated import EMULATOR_MARK, says_emulated
 from hwval.sources.registry import Registry
+from hwval.sources.serial import emulator_identity
+from hwval.sources.serial import esphome_codec
+from hwval.sources.serial import pzem004t_codec as codec_pzem
+from hwval.sources.serial.framing import FrameScanner
 from hwval.sources.testing import RecordingContext
+from plain_meter import PlainMeter
+from test_cse7766_driver import chip_frame
 from test_visa_support import serve  # noqa: F401  (fixture)
 
 REAL_IDN = {"wt300": "YOKOGAWA,WT310,C2PH13047V,F1.03",
@@ -86,3 +103,179 @@ def test_wattsup_is_emulated_from_its_version_answer(monkeypatch):
         info = open_info("wattsup", emu.path)
     assert info.identity["fw_timestamp"] == "200712212301" and "extra" not in info.identity
     assert not info.emulated
+
+
+# ---- serial drivers whose protocol carries no identity: the terminal decides -------------------
+SERIAL_DRIVERS = ("esphome", "cse7766", "pzem004t")
+
+
+def serial_emulator(driver: str):
+    if driver == "esphome":
+        from hwval.emulators.esphome import EspHomeEmulator
+        return EspHomeEmulator(bench(), MeterModel(), interval_s=0.05)
+    if driver == "cse7766":
+        from hwval.emulators.cse7766 import Cse7766Emulator
+        return Cse7766Emulator(bench(), MeterModel(), frame_period_s=0.05)
+    from hwval.emulators.pzem004t import Pzem004tEmulator
+    return Pzem004tEmulator(bench(), MeterModel())
+
+
+def pzem_answer(data: bytes) -> bytes:
+    """A PZEM-004T's replies to the driver's reads (holding 0x03, measurement 0x04)."""
+    out = b""
+    for frame in FrameScanner(codec_pzem.match_request).feed(data):
+        req = codec_pzem.parse_request(frame)
+        if req.function == codec_pzem.READ_HOLDING:
+            out += codec_pzem.registers_reply(req.address, req.function, [2300, req.address])
+        elif req.function == codec_pzem.READ_INPUT:
+            m = codec_pzem.Measurement(voltage_v=230.0, current_a=0.5, power_w=100.0, energy_wh=7,
+                                       frequency_hz=50.0, power_factor=0.87, alarm=False)
+            out += codec_pzem.registers_reply(req.address, req.function,
+                                              codec_pzem.encode_measurement(m))
+    return out
+
+
+def real_meter(driver: str, link: str) -> PlainMeter:
+    """The protocol spoken on a pty the test opened: what a real meter looks like to a driver."""
+    if driver == "esphome":
+        return PlainMeter(link, stream=lambda: esphome_codec.encode_state("Power", 100.0, "W", 1))
+    if driver == "cse7766":
+        return PlainMeter(link, stream=chip_frame)
+    return PlainMeter(link, answer=pzem_answer)
+
+
+@pytest.fixture
+def private_registry(tmp_path, monkeypatch):
+    """A registry folder of this test's own (tests that damage or fake entries must not touch
+    the one the other tests' emulators use)."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    return emulator_identity.registry_dir()
+
+
+@pytest.mark.parametrize("route", ["link", "pts", "other_symlink"])
+@pytest.mark.parametrize("driver", SERIAL_DRIVERS)
+def test_a_serial_emulator_is_emulated_by_whatever_path_it_is_opened(tmp_path, driver, route):
+    with serial_emulator(driver) as emu:
+        pts = os.readlink(emu.path)
+        if route == "link":
+            resource = emu.path
+        elif route == "pts":
+            resource = pts
+        else:  # an ordinary folder, named like nothing hwval makes
+            resource = str(tmp_path / "meters" / "plug")
+            os.makedirs(os.path.dirname(resource))
+            os.symlink(pts, resource)
+        info = open_info(driver, resource)
+        entry = os.path.join(emulator_identity.registry_dir(),
+                             emulator_identity.entry_name(os.stat(pts).st_rdev))
+        assert os.path.isfile(entry)
+    assert info.emulated
+    assert info.identity["emulator"] == driver
+    assert info.identity["emulator_process"]["pty"] == pts
+    assert info.identity["emulator_process"]["pid"] == os.getpid()
+    assert not os.path.exists(entry), "the emulator removes its entry when it unplugs"
+
+
+@pytest.mark.parametrize("driver", SERIAL_DRIVERS)
+def test_a_real_meter_behind_a_link_in_an_emulator_like_folder_is_real(tmp_path, driver):
+    link = str(tmp_path / "hwval-emu-x" / "tty")
+    with real_meter(driver, link):
+        info = open_info(driver, link)
+    assert not info.emulated and "emulator" not in info.identity
+    # a fresh pty: this kernel refuses to reopen a pty at 8E1 (cse7766) once it was closed
+    with real_meter(driver, None) as meter:
+        assert not open_info(driver, meter.pts).emulated
+
+
+def test_the_emulator_of_a_replugged_pty_is_found_and_the_old_entry_is_gone():
+    with serial_emulator("esphome") as emu:
+        old = os.readlink(emu.path)
+        old_entry = os.path.join(emulator_identity.registry_dir(),
+                                 emulator_identity.entry_name(os.stat(old).st_rdev))
+        with open(emu.path, "rb"):  # keeps the old pty's number taken while it is replugged
+            emu.unplug(0.2)
+            assert emu.plugged.wait(5.0)
+            assert not os.path.exists(old_entry)
+            new = os.readlink(emu.path)
+            info = open_info("esphome", emu.path)
+    assert new != old
+    assert info.emulated and info.identity["emulator_process"]["pty"] == new
+
+
+def write_entry(folder: str, pts: str, **fields) -> str:
+    entry = {"emulator": "esphome", "pid": os.getpid(),
+             "pid_start": emulator_identity.process_start(os.getpid()), "pty": pts,
+             "started_utc": "2026-12-03T00:00:00Z", **fields}
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    path = os.path.join(folder, emulator_identity.entry_name(os.stat(pts).st_rdev))
+    with open(path, "w") as fh:
+        json.dump(entry, fh)
+    return path
+
+
+KILLED_EMULATOR = """
+import os, signal, sys, tempfile
+from hwval.sources.serial import emulator_identity
+tempfile.tempdir = sys.argv[2]
+print(emulator_identity.register(int(sys.argv[1]), "esphome"), flush=True)
+os.kill(os.getpid(), signal.SIGKILL)  # dies without unregistering, as a killed emulator does
+"""
+
+
+def test_a_stale_entry_of_a_killed_emulator_is_ignored_and_removed(tmp_path, private_registry):
+    with real_meter("esphome", None) as meter:
+        child = subprocess.run([sys.executable, "-c", KILLED_EMULATOR, str(meter.slave),
+                                tempfile.gettempdir()], pass_fds=(meter.slave,),
+                               capture_output=True, text=True, timeout=60)
+        assert child.returncode == -9, child.stderr
+        path = child.stdout.strip()
+        with open(path) as fh:  # the claim is there, its process is not
+            assert json.load(fh)["pty"] == meter.pts
+        info = open_info("esphome", meter.pts)
+        assert not info.emulated and "emulator" not in info.identity
+        assert not os.path.exists(path), "the stale entry was cleaned"
+
+
+def test_an_entry_is_believed_only_for_the_live_process_on_the_very_pty(tmp_path, private_registry):
+    with real_meter("esphome", None) as meter, real_meter("esphome", None) as other:
+        # the test's own live process: believed (the control for the cases below)
+        write_entry(private_registry, meter.pts)
+        assert open_info("esphome", meter.pts).emulated
+        # the pid was reused by another program (a different start time)
+        write_entry(private_registry, meter.pts, pid_start=1)
+        assert not open_info("esphome", meter.pts).emulated
+        # the entry names another pty than the one its key says
+        write_entry(private_registry, meter.pts, pty=other.pts)
+        assert not open_info("esphome", meter.pts).emulated
+        # a folder others can write to: anyone could have planted the claim
+        write_entry(private_registry, meter.pts)
+        os.chmod(private_registry, 0o777)
+        assert not open_info("esphome", meter.pts).emulated
+        os.chmod(private_registry, 0o700)
+        assert open_info("esphome", meter.pts).emulated
+
+
+def test_an_emulator_refuses_a_registry_folder_others_can_write(private_registry):
+    os.makedirs(private_registry, mode=0o700)
+    os.chmod(private_registry, 0o777)
+    result = CliRunner().invoke(cli, ["emulate", "esphome"])
+    assert result.exit_code == 1, result.output
+    assert f"emulator registry {private_registry} is not a folder" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_real_capture_records_a_real_meter_behind_an_emulator_like_link_as_real(tmp_path):
+    link = str(tmp_path / "hwval-emu-x" / "tty")
+    out = tmp_path / "run.h5"
+    with real_meter("cse7766", link):
+        result = CliRunner().invoke(cli, ["capture", "--no-nvml", "--no-rapl", "-m",
+                                          f"cse7766:{link}?name=wall", "--duration", "0.6",
+                                          "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    with open_run(str(out)) as run:
+        attrs = dict(run.stream("wall").attrs)
+        samples = len(run.stream("wall").t)
+    assert samples >= 2 and not attrs["emulated"]
+    assert "EMULATED" not in result.output

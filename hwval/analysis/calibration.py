@@ -41,7 +41,7 @@ FORMAT_VERSION = 1
 SESSION_FIELDS = frozenset({
     "port", "path", "resource", "settings", "line", "state", "banner", "t0_monotonic_ns",
     "update_period_s", "cuda_index", "visible_entry", "nvml_index", "wrap_time_s_at_max_power",
-    "holding_registers", "energy_reset_at_start", "polled_address",
+    "holding_registers", "energy_reset_at_start", "polled_address", "emulator_process",
 })
 
 

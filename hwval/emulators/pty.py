@@ -6,6 +6,11 @@ A :class:`PtyEmulator` owns a pty pair (``os.openpty``, raw mode) and publishes 
 reads fail with EIO, exactly as when a USB adapter disappears) and removes the link; re-plugging
 creates a new pty and points the same link at it, so the driver reopens the same path.
 
+Each plugged pty is registered (:mod:`hwval.sources.serial.emulator_identity`, keyed by the
+slave's device number) and unregistered before it is closed: the drivers whose protocol carries
+no identity (esphome, cse7766, pzem004t) decide ``emulated`` from the terminal they opened, not
+from the path they were given.
+
 The line speed is checked like a real UART would "check" it: if the host opened the port at a
 different baud rate than the device speaks (visible through the pty's shared termios), every
 byte in either direction is garbled, so a wrongly configured driver sees only garbage.
@@ -46,6 +51,7 @@ import click
 
 from hwval.benchmodel import Bench, MeterModel
 from hwval.emulators.options import announce
+from hwval.sources.serial import emulator_identity
 
 
 @dataclass(frozen=True)
@@ -158,6 +164,8 @@ class PtyEmulator:
         self.path = os.path.join(self._dir, "tty")
         self._master: int | None = None
         self._slave: int | None = None
+        #: registry entry of the plugged pty (:mod:`hwval.sources.serial.emulator_identity`)
+        self._claim: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._speed = _baud_constant(self.baudrate)
@@ -265,6 +273,9 @@ class PtyEmulator:
         # the emulator keeps the slave open too: otherwise the master reports a hang-up (EIO)
         # whenever no driver has the port open, as if the device had been unplugged
         self._master, self._slave = master, slave
+        # the identity of this pty, for drivers whose protocol has none to read: registered
+        # before the link exists, so a driver never opens an unregistered emulator
+        self._claim = emulator_identity.register(slave, self.device)
         tmp = self.path + ".new"
         if os.path.lexists(tmp):
             os.unlink(tmp)
@@ -276,6 +287,9 @@ class PtyEmulator:
         self.plugged.clear()
         if os.path.lexists(self.path):
             os.unlink(self.path)
+        if self._claim is not None:  # before the pty is closed and its number free for reuse
+            emulator_identity.unregister(self._claim)
+            self._claim = None
         for fd in (self._master, self._slave):
             if fd is not None:
                 os.close(fd)
@@ -412,7 +426,10 @@ def run_until_signal(emulator: PtyEmulator, bench: Bench, ready_file: str | None
 
     previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        path = emulator.start()
+        try:
+            path = emulator.start()
+        except emulator_identity.RegistryError as exc:
+            raise click.ClickException(str(exc)) from None
         announce(emulator.device, path, bench, ready_file, faults=asdict(emulator.faults), **extra)
         while not stop.wait(0.25):
             if emulator.error is not None:

@@ -1,23 +1,8 @@
-"""Small pieces every serial device loop needs: checking timing options, a meter's energy
-counter made relative and reset-proof, and recognising an emulator's pty link."""
+"""Small pieces every serial device loop needs: checking timing options, and a meter's energy
+counter made relative and reset-proof. (Whether a port is an emulator's:
+:mod:`hwval.sources.serial.emulator_identity`.)"""
 
 from __future__ import annotations
-
-import os
-
-#: Directory prefix of the pty links made by :mod:`hwval.emulators.pty`.
-EMULATOR_DIR_PREFIX = "hwval-emu-"
-
-
-def is_emulated(resource: str) -> bool:
-    """True when ``resource`` is a pty link made by an hwval emulator (recorded as
-    ``emulated`` in the run file so a dry run is never mistaken for a measurement).
-
-    Only for devices whose protocol carries no identity to read (the ESPHome logger, the
-    CSE7766's frame stream, the PZEM-004T's Modbus registers): the link the emulator made is
-    then the only mark. Drivers that can ask the device what it is (Tasmota ``Status 2``,
-    Watts Up? ``#v``, ``*IDN?``) decide from its answer instead (:mod:`hwval.sources.emulated`)."""
-    return os.path.basename(os.path.dirname(resource)).startswith(EMULATOR_DIR_PREFIX)
 
 
 def require_positive(driver: str, **values: float | None) -> None:

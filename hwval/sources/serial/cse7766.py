@@ -28,7 +28,8 @@ Mapping to SI (decided here, documented for the operator):
 - ``energy_j``: from the 16-bit CF pulse counter, one pulse = ``Pparam`` uJ; deltas are taken
   modulo 2**16 between consecutive frames (across a reconnect too, so energy used while
   unplugged is kept, provided the counter wrapped less than once: 65536 pulses is about 23 min
-  at 250 W), 0 at the first frame. A delta implying more than ``max_power_w`` (5500 W, the POW
+  at 250 W), 0 at the first emitted reading (frames before it, such as ones without a new
+  power value, move the counter but not the origin). A delta implying more than ``max_power_w`` (5500 W, the POW
   R3 rating Tasmota checks against) is counted as ``energy_jump`` and re-baselined.
 
 Frames whose state says a V/I cycle overflow or coefficient error are unusable (the datasheet
@@ -48,7 +49,8 @@ from hwval.sources.base import (
 )
 from hwval.sources.options import DriverOptions, Option
 from hwval.sources.serial import cse7766_codec as codec
-from hwval.sources.serial.common import is_emulated, require_positive
+from hwval.sources.serial.common import require_positive
+from hwval.sources.serial.emulator_identity import emulated_identity
 from hwval.sources.serial.framing import FrameScanner
 from hwval.sources.serial.port import (
     SilenceWatch, close_quietly, line_settings, open_serial, read_available,
@@ -107,6 +109,9 @@ class Cse7766Source:
         self._cf_last: int | None = None
         self._cf_last_ns = 0
         self._energy_j = 0.0
+        #: counted energy at the first *emitted* reading: frames decoded before it (without a
+        #: new power value, or before a gap) move the counter but must not start it above 0
+        self._energy_origin_j: float | None = None
         self._invalid_run = 0
 
     # ------------------------------------------------------------------------------ framing
@@ -186,6 +191,9 @@ class Cse7766Source:
                     "v_param": v_param, "i_param": i_param, "p_param": p_param,
                     "voltage_gain": self.voltage_gain, "current_gain": self.current_gain,
                     "power_gain": self.power_gain}
+        # the frames carry no identity: an emulator is known by the terminal it owns
+        emulated, claim = emulated_identity(self._port)
+        identity.update(claim)
         keys = (
             Key("power_w", "W", "window_mean", None,
                 "active power, mean over one CF pulse period (Pparam uJ / P: 89 ms at 60 W); "
@@ -198,7 +206,7 @@ class Cse7766Source:
         return StreamInfo(
             name=self.stream, kind="hardware", driver=DRIVER, resource=self.resource,
             scope="wall", period_s=FRAME_PERIOD_S, keys=keys, identity=identity,
-            emulated=is_emulated(self.resource),
+            emulated=emulated,
             notes=("power_w is emitted per chip frame carrying a new power value (~10/s above "
                    "60 W, fewer at low load)",),
         )
@@ -250,7 +258,9 @@ class Cse7766Source:
             power_w = 0.0
         else:
             self._invalid_run = 0
-        values = {"power_w": power_w * self.power_gain, "energy_j": energy_j}
+        if self._energy_origin_j is None:
+            self._energy_origin_j = energy_j
+        values = {"power_w": power_w * self.power_gain, "energy_j": energy_j - self._energy_origin_j}
         voltage_v = frame.voltage_v()
         if voltage_v is not None:
             values["voltage_v"] = voltage_v * self.voltage_gain

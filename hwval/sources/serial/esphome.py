@@ -33,7 +33,8 @@ from hwval.sources.base import (
 )
 from hwval.sources.options import DriverOptions, Option
 from hwval.sources.serial import esphome_codec as codec
-from hwval.sources.serial.common import RelativeEnergy, is_emulated, require_positive
+from hwval.sources.serial.common import RelativeEnergy, require_positive
+from hwval.sources.serial.emulator_identity import emulated_identity
 from hwval.sources.serial.framing import LineBuffer
 from hwval.sources.serial.port import (
     SilenceWatch, close_quietly, line_settings, open_serial, read_available,
@@ -100,10 +101,13 @@ class EspHomeSource:
         self._last_state_s = time.monotonic()
         identity: dict[str, Any] = {"port": self.resource, "settings": self.settings,
                                     "sensors": {k: s for s, (k, _) in self.sensors.items()}}
+        # the logger names nothing at open: an emulator is known by the terminal it owns
+        emulated, claim = emulated_identity(self.port)
+        identity.update(claim)
         keys = tuple(KEY_INFO[key] for key, _ in self.sensors.values())
         return [StreamInfo(name=self.name, kind="hardware", driver="esphome",
                            resource=self.resource, scope="wall", period_s=self.period_s,
-                           keys=keys, identity=identity, emulated=is_emulated(self.resource),
+                           keys=keys, identity=identity, emulated=emulated,
                            notes=("ESPHome logger lines carry no timestamp: receipt time",))]
 
     def close(self) -> None:

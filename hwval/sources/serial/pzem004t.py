@@ -42,7 +42,8 @@ from hwval.sources.base import (
 )
 from hwval.sources.options import DriverOptions, Option
 from hwval.sources.serial import pzem004t_codec as codec
-from hwval.sources.serial.common import RelativeEnergy, is_emulated, require_positive
+from hwval.sources.serial.common import RelativeEnergy, require_positive
+from hwval.sources.serial.emulator_identity import emulated_identity
 from hwval.sources.serial.framing import FrameScanner
 from hwval.sources.serial.port import (
     SilenceWatch, close_quietly, line_settings, open_serial, read_available, write_all,
@@ -124,6 +125,10 @@ class Pzem004tSource:
         self._port = None
 
     def _stream_info(self, identity: dict[str, Any]) -> StreamInfo:
+        # the registers say nothing of what answers them: an emulator is known by the terminal
+        # it owns
+        emulated, claim = emulated_identity(self._port)
+        identity = {**identity, **claim}
         keys = (
             Key("power_w", "W", "window_mean", MODULE_UPDATE_S,
                 "active power, 0.1 W resolution; the manual states no refresh rate, users "
@@ -138,7 +143,7 @@ class Pzem004tSource:
         return StreamInfo(
             name=self.stream, kind="hardware", driver=DRIVER, resource=self.resource,
             scope="wall", period_s=self.period_s, keys=keys, identity=identity,
-            emulated=is_emulated(self.resource),
+            emulated=emulated,
             notes=("energy_j has 1 Wh (3600 J) steps: use it over long intervals only",),
         )
 
