@@ -3,6 +3,7 @@ gated by chip (worker processes busy only during 1 chips)."""
 
 from __future__ import annotations
 
+import os
 import sys
 
 import numpy as np
@@ -148,3 +149,16 @@ def test_capture_sync_pulses_plays_a_block_around_the_workload_and_a_signal_cuts
     assert "workload_start" not in names and names.count("pulse_start") == 1
     assert len(end) == 1 and end[0].detail["aborted"] is True
     assert len(blocks) == 1 and 1 <= len(blocks[0].levels) < 13
+
+
+def test_cpu_workers_are_not_forked_from_the_threaded_caller():
+    # The capture runs the recorder's threads: a worker forked from it could inherit a lock another
+    # thread held. The workers come from the fork server, a process of their own.
+    assert pulses.CPU_START_METHOD == "forkserver"
+    pool = pulses.LoadPool(1)
+    try:
+        ppids = {int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1]) for pid in pool.pids}
+    finally:
+        pool.close()
+    assert len(pool.pids) == 1 and len(ppids) == 1
+    assert ppids.isdisjoint({os.getpid()}), ppids

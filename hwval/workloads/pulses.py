@@ -39,6 +39,8 @@ BARKER13 = (1, 1, 1, 1, 1, 0, 0, 1, 1, 0, 1, 0, 1)
 MSEQ_TAPS = {5: (5, 3), 6: (6, 5), 7: (7, 6), 8: (8, 6, 5, 4), 9: (9, 5)}
 DEFAULT_CHIP_S = 0.5
 _SPIN = 2000   # busy-loop iterations between flag checks (~50 us of Python arithmetic)
+#: How CPU workers start (see :class:`LoadPool`): a fork server where the platform has one.
+CPU_START_METHOD = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
 
 
 class PulseError(ValueError):
@@ -155,18 +157,31 @@ class LoadPool:
     The level is a shared byte every busy worker polls; an idle worker blocks reading its own
     pipe, and a rising edge writes one byte to each pipe. (A multiprocessing Event would do,
     but its ``set()`` waits until every sleeper has woken: milliseconds on a loaded machine,
-    between the command and its stamp.) CPU workers are forked; GPU workers are spawned, since
-    CUDA must not be initialised in a forked child.
+    between the command and its stamp.)
+
+    CPU workers start from a fork server (``cpu_start``, default ``forkserver``), never by forking
+    the caller: under ``hwval capture`` the caller runs the recorder's threads, and a child forked
+    from a threaded process inherits whatever lock another thread held at the fork (Python's
+    multiprocessing docs warn against fork with threads). The fork server is a fresh,
+    single-threaded process, so it costs one interpreter start the first time (measured by
+    ``benchmarks/pulse_worker_start.py``, see the README). GPU workers are spawned, since CUDA
+    must not be initialised in a forked child. The constructor returns once every worker is
+    ready, so callers time their chips from then.
     """
 
-    def __init__(self, cpus: int, gpus: list[int] | None = None, start_timeout_s: float = 120.0) -> None:
+    def __init__(self, cpus: int, gpus: list[int] | None = None, start_timeout_s: float = 120.0,
+                 cpu_start: str = CPU_START_METHOD) -> None:
         self.cpus, self.gpus = cpus, list(gpus or [])
         self.level = 0
-        self._groups = []     # (context, level, stop, [write ends], results, procs)
+        self._groups = []     # (level, stop, [write ends], ready, results, procs)
         for kind, n in (("cpu", cpus), ("gpu", len(self.gpus))):
             if not n:
                 continue
-            ctx = mp.get_context("fork" if kind == "cpu" else "spawn")
+            ctx = mp.get_context(cpu_start if kind == "cpu" else "spawn")
+            if kind == "cpu" and cpu_start == "forkserver":
+                # The server imports this module once; each worker forked from it then starts
+                # without importing anything (a no-op once the server runs).
+                ctx.set_forkserver_preload(["hwval.workloads.pulses"])
             level, stop = ctx.RawValue("b", 0), ctx.RawValue("b", 0)
             ready, results = ctx.Queue(), ctx.Queue()
             writers, procs = [], []
@@ -183,9 +198,11 @@ class LoadPool:
                 procs.append(proc)
             self._groups.append((level, stop, writers, ready, results, procs))
         deadline = time.monotonic() + start_timeout_s
+        #: The workers' process ids, as each reported ready.
+        self.pids: list[int] = []
         for _, _, _, ready, _, procs in self._groups:
             for _ in procs:
-                ready.get(timeout=max(deadline - time.monotonic(), 0.1))
+                self.pids.append(ready.get(timeout=max(deadline - time.monotonic(), 0.1))[1])
 
     @property
     def targets(self) -> list[str]:
