@@ -27,7 +27,9 @@ def meters() -> list[Meter]:
                   "window_mean", None, 3e-4, kind="software", driver="nvml", scope="gpu")]
 
 
-def write_report_run(path, seed: int = 3) -> dict:
+def write_report_run(path, seed: int = 3, cut_wall_s: tuple[float, float] | None = None) -> dict:
+    """``cut_wall_s``: (from, to) seconds after the workload starts whose wall readings are left
+    out with no gap event (a timing gap only the readings' spacing shows)."""
     sc = Scenario(meters(), seed=seed, chip_s=1.0, settle_s=4.0, tail_s=4.0, workload_s=30.0)
     built, data = build(sc)
     start = next(t for t, name, _ in built.events if name == "workload_start")
@@ -43,6 +45,9 @@ def write_report_run(path, seed: int = 3) -> dict:
                                 {"model": HOSTILE_IDENTITY, "serial": f"SIM-{m.driver}"}, True)))
     for m in sc.meters:
         t, v = data[m.name]
+        if cut_wall_s is not None and m.name == "wall":
+            keep = (t < start + cut_wall_s[0]) | (t >= start + cut_wall_s[1])
+            t, v = t[keep], v[keep]
         w(Page(m.name, t, {"energy_j" if m.semantics == "counter" else "power_w": v}))
     events = [(t, name, dict(d)) for t, name, d in built.events] + [(t, "mark", d) for t, d in marks]
     for t, name, detail in sorted(events, key=lambda e: e[0]):

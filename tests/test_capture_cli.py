@@ -217,7 +217,10 @@ def test_a_duration_without_a_command_that_runs_out_is_a_full_run(tmp_path):
     # pyvisa-py says "Bad file descriptor" for a host it cannot resolve; hwval says what is wrong
     (["-m", "wt300:TCPIP::999.1.1.1::INSTR", "--duration", "1"], "host '999.1.1.1' is not an IP address"),
     (["-m", SYN, "--duration", "1", "--pulse-chip-s", "0.5"], "--pulse-chip-s needs --sync-pulses"),
-    (["-m", SYN, "--duration", "1", "--sync-pulses", "--pulse-chip-s", "0"], "--pulse-chip-s 0.0: must be > 0"),
+    (["-m", SYN, "--duration", "1", "--sync-pulses", "--pulse-chip-s", "0"], "--pulse-chip-s 0.0: must be from 0.01 s"),
+    (["-m", SYN, "--duration", "1", "--sync-pulses", "--pulse-chip-s", "0.005"], "--pulse-chip-s 0.005: must be from 0.01 s"),
+    (["-m", SYN, "--duration", "1", "--sync-pulses", "--pulse-chip-s", "nan"], "--pulse-chip-s nan: must be from 0.01 s"),
+    (["-m", SYN, "--duration", "1", "--sync-pulses", "--pulse-chip-s", "inf"], "--pulse-chip-s inf: must be from 0.01 s"),
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path, args, needle):
     res = run_hwval("capture", "--no-nvml", "--no-rapl", *args, cwd=tmp_path)

@@ -218,6 +218,31 @@ def test_report_computes_missing_stages_in_memory_and_saves_only_when_asked(tmp_
     assert res.exit_code == 0 and "computed" not in res.output
 
 
+def test_report_counts_each_gap_once_and_names_timing_gaps_no_event_explains(tmp_path):
+    from hwval.runfile.info import summarize
+
+    path = tmp_path / "run.h5"
+    write_report_run(path, seed=5, cut_wall_s=(10.0, 12.0))
+    with open_run(path) as run:
+        wall = next(s for s in summarize(run)["streams"] if s["name"] == "wall")
+    assert wall["unflagged_gaps"] == 1 and wall["gap_events"] == 0 and wall["gaps"] == 1
+    # the page without its figures (they are not what is tested, and they take most of the time)
+    from hwval.report.gather import gather
+    from hwval.report.overlay import DerivedOverlay
+    from hwval.report.page import render
+    with open_run(path) as run:
+        data = gather(DerivedOverlay(run))
+    blank = {c.entry: "" for c in data.comparisons}
+    page = render(data, {"lag": {name: "" for name in data.sync}, "ts": blank, "scatter": blank, "ba": blank},
+                  "", str(tmp_path / "r.html"))
+    assert 'id="no-gaps"' not in page
+    assert 'id="timing-gaps"' in page and "1 timing gap with no gap event" in page
+    # the meters table's gaps column: the summary's own count, not gaps + gap events again
+    row = re.search(r"<tr><td>wall</td>.*?</tr>", page, re.S).group(0)
+    cells = re.findall(r'<td class="num">([^<]*)</td>', row)
+    assert cells[2] == "1", row
+
+
 def test_report_of_a_missing_or_foreign_file_is_one_line(tmp_path):
     res = CliRunner().invoke(cli, ["report", str(tmp_path / "nope.h5")])
     assert res.exit_code == 2 and res.output.strip().splitlines() == [f"hwval: error: {tmp_path / 'nope.h5'}: no such file"]

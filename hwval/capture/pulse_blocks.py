@@ -49,11 +49,20 @@ def meter_timing(infos: Iterable[StreamInfo]) -> list[tuple[float, float]]:
     return out
 
 
+#: Shortest chip accepted: a 10 ms chip is already a few scheduler quanta and far below any
+#: meter's update period, so a shorter one could not be seen by anything recorded.
+MIN_CHIP_S = 0.01
+MAX_CHIP_S = 3600.0
+
+
 def chip_length_s(infos: Iterable[StreamInfo], chip_s: float | None = None) -> float:
-    """``chip_s`` when given (must be > 0), else the chip the slowest recorded meter needs."""
+    """``chip_s`` when given (MIN_CHIP_S .. MAX_CHIP_S), else the chip the slowest recorded meter needs."""
     if chip_s is not None:
-        if not 0 < chip_s < 3600:
-            raise PulseOptionError(f"--pulse-chip-s {chip_s}: must be > 0 and < 3600 seconds")
+        # NaN fails both comparisons, so it is refused with the rest
+        if not MIN_CHIP_S <= chip_s < MAX_CHIP_S:
+            raise PulseOptionError(f"--pulse-chip-s {chip_s}: must be from {MIN_CHIP_S:g} s to under "
+                                   f"{MAX_CHIP_S:g} s (shorter chips are below the scheduler's and every "
+                                   f"meter's resolution)")
         return float(chip_s)
     return _chip_for_meters(meter_timing(infos))
 
