@@ -34,7 +34,10 @@ def source(resource: str, **options):
 def test_setup_sequence_is_sent_in_order(serve):
     inst = instrument()
     server = serve(inst)
-    src = source(server.resource, ranging="fixed", voltage_range_v=300, current_range_a=2.0, integrate=True)
+    # a generous reply timeout: the in-process server thread can be starved for seconds on a
+    # loaded machine, and this test is about the order of the setup, not the timeout
+    src = source(server.resource, ranging="fixed", voltage_range_v=300, current_range_a=2.0, integrate=True,
+                 timeout_s=10.0)
     ctx = RecordingContext()
     info = src.open(ctx)[0]
     ctx.stop.set()
