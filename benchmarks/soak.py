@@ -19,6 +19,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -79,8 +81,12 @@ def main() -> int:
     args = ap.parse_args()
     if not args.duration >= 10:
         raise SystemExit("soak: --duration must be at least 10 s (growth is measured from 10 % of it)")
+    # CI stops a soak it runs beside a failed suite with SIGTERM: finish through the cleanup below
+    # (emulators and the capture ended), not Python's default of dying on the spot with them left.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     workdir = Path(tempfile.mkdtemp(prefix="hwval-soak-"))
     emulators = []
+    capture = None
     try:
         plug, tty = start_emulator("tasmota", workdir, "--garbage-rate", "0.05", "--drop-rate", "0.05",
                                    "--truncate-rate", "0.05", "--bad-checksum-rate", "0.05",
@@ -110,6 +116,8 @@ def main() -> int:
             print(f"soak: FAIL: the capture exited {capture.returncode}: {err.strip()[-500:]}")
             return 1
     finally:
+        if capture is not None and capture.poll() is None:
+            emulators.insert(0, capture)  # stopped first (SIGTERM: it finishes its file), then the meters
         for proc in emulators:
             proc.terminate()
             try:
@@ -141,8 +149,9 @@ def main() -> int:
         print(f"soak: FAIL: {'; '.join(failures)}")
         return 1
     print("soak: PASS")
-    if args.keep is None:
-        out.unlink(missing_ok=True)
+    # the emulators' ready files, and the run file unless --keep put it elsewhere (a failed soak
+    # leaves all of it for a look)
+    shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 

@@ -228,10 +228,14 @@ def test_run_level_errors_are_counted_on_the_root_of_the_run(tmp_path):
         assert (run.marks_refused, run.marks_lost) == (2, 0)
         assert len([e for e in run.events if e.name == "mark"]) == 3
         bad_events = [e for e in run.events if e.name == "error" and e.detail["kind"] == "bad_mark"]
-        assert 1 <= len(bad_events) < 3 and all(e.stream == "" for e in bad_events)
+        # rate-limited to one a second (fewer than 3 unless the capture stalled a second between
+        # datagrams sent back to back): the root's count is the one that has them all
+        assert 1 <= len(bad_events) <= 3 and all(e.stream == "" for e in bad_events)
         assert json.loads(run.stream_reader("syn").attrs["error_counts"]) == {}
     info = CliRunner().invoke(cli, ["info", str(out)])
     assert "run errors: bad_mark=3, mark_refused=2" in info.output
+    assert "warning: 2 marks were refused (a time stamp outside the capture, or malformed; see the error events)" \
+        in info.output
 
 
 FLOOD = """

@@ -137,8 +137,8 @@ def summarize(run: RunFile, events_limit: int | None = None) -> dict:
         summary["warnings"].append(f"{run.marks_lost} marks sent by the workload were lost (the capture "
                                    "could not take them in time): intervals between marks may be merged")
     if run.marks_refused:
-        summary["warnings"].append(f"{run.marks_refused} marks were refused for a time stamp outside the "
-                                   "capture (see the error events)")
+        summary["warnings"].append(f"{run.marks_refused} marks were refused (a time stamp outside the "
+                                   "capture, or malformed; see the error events)")
     emulated = [s["name"] for s in streams if s["emulated"]]
     if emulated:
         summary["warnings"].append(f"emulated (not real meters): {', '.join(emulated)}")

@@ -34,6 +34,7 @@ import numpy as np
 
 from hwval.runfile import layout, schema
 from hwval.runfile.documents import Descriptor, Document, Event, Page, Start, Stop
+from hwval.runfile.claim import reserve_path
 from hwval.runfile.journal import JournalInUse, journal_path
 from hwval.runfile.schema import EVENTS, STREAMS, T, RootAttr, RunFileError, StreamAttr, printable
 from hwval.sources.base import Key, StreamInfo
@@ -304,6 +305,8 @@ def recover(run_path: str | os.PathLike) -> RecoverSummary:
                 os.replace(run_path, summary.damaged_copy)
             os.replace(tmp, run_path)
         jpath.unlink(missing_ok=True)
+        # A killed capture also leaves the 2 MiB it set aside for closing the file: no longer needed.
+        reserve_path(run_path).unlink(missing_ok=True)
         return summary
     finally:
         os.close(fd)
