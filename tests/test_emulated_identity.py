@@ -255,6 +255,15 @@ def test_an_entry_is_believed_only_for_the_live_process_on_the_very_pty(tmp_path
         assert not open_info("esphome", meter.pts).emulated
         os.chmod(private_registry, 0o700)
         assert open_info("esphome", meter.pts).emulated
+        # an entry file others can write to: refused even in a private folder
+        path = write_entry(private_registry, meter.pts)
+        os.chmod(path, 0o666)
+        assert not open_info("esphome", meter.pts).emulated
+        # an entry that is a symlink to a well-formed entry elsewhere: not followed
+        elsewhere = write_entry(str(tmp_path / "elsewhere"), meter.pts)
+        os.unlink(path)
+        os.symlink(elsewhere, path)
+        assert not open_info("esphome", meter.pts).emulated
 
 
 def test_an_emulator_refuses_a_registry_folder_others_can_write(private_registry):
