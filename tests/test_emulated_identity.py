@@ -204,6 +204,34 @@ def test_the_emulator_of_a_replugged_pty_is_found_and_the_old_entry_is_gone():
     assert info.emulated and info.identity["emulator_process"]["pty"] == new
 
 
+def test_an_unplug_whose_link_cannot_be_removed_still_withdraws_the_claim(monkeypatch):
+    emu = serial_emulator("esphome")
+    emu.start()
+    try:
+        pts = os.readlink(emu.path)
+        entry = os.path.join(emulator_identity.registry_dir(),
+                             emulator_identity.entry_name(os.stat(pts).st_rdev))
+        assert os.path.isfile(entry)
+        real_unlink = os.unlink
+
+        def refuse_link(path, *args, **kwargs):
+            if path == emu.path:
+                raise PermissionError(13, "refused by the test", path)
+            return real_unlink(path, *args, **kwargs)
+
+        monkeypatch.setattr(os, "unlink", refuse_link)
+        emu._stop.set()
+        emu._thread.join(timeout=5)
+        with pytest.raises(PermissionError):
+            emu._unplug()
+        monkeypatch.undo()
+        # the pty is closed and its number free: no claim may be left to call the next one emulated
+        assert not os.path.exists(entry)
+        assert emu._master is None and emu._slave is None
+    finally:
+        emu.stop()
+
+
 def write_entry(folder: str, pts: str, **fields) -> str:
     entry = {"emulator": "esphome", "pid": os.getpid(),
              "pid_start": emulator_identity.process_start(os.getpid()), "pty": pts,
