@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 
 import pytest
 from click.testing import CliRunner
@@ -264,6 +265,30 @@ def test_a_stale_entry_of_a_killed_emulator_is_ignored_and_removed(tmp_path, pri
         info = open_info("esphome", meter.pts)
         assert not info.emulated and "emulator" not in info.identity
         assert not os.path.exists(path), "the stale entry was cleaned"
+
+
+def test_the_entry_of_a_killed_emulator_its_parent_has_not_reaped_is_stale(private_registry):
+    with real_meter("esphome", None) as meter:
+        child = subprocess.Popen([sys.executable, "-c", KILLED_EMULATOR, str(meter.slave),
+                                  tempfile.gettempdir()], pass_fds=(meter.slave,),
+                                 stdout=subprocess.PIPE, text=True)
+        try:
+            path = child.stdout.readline().strip()
+            assert path, "the child registered nothing"
+            deadline = time.monotonic() + 30.0
+            while _state(child.pid) != "Z":  # killed, not reaped: its pid and start time remain
+                assert time.monotonic() < deadline, _state(child.pid)
+                time.sleep(0.01)
+            assert not open_info("esphome", meter.pts).emulated
+            assert not os.path.exists(path), "the zombie's entry was cleaned"
+        finally:
+            child.stdout.close()
+            child.wait(timeout=30)
+
+
+def _state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as fh:
+        return fh.read().rsplit(")", 1)[1].split()[0]
 
 
 def test_an_entry_is_believed_only_for_the_live_process_on_the_very_pty(tmp_path, private_registry):
