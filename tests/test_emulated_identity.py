@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 
 import pytest
 from click.testing import CliRunner
@@ -204,6 +205,34 @@ def test_the_emulator_of_a_replugged_pty_is_found_and_the_old_entry_is_gone():
     assert info.emulated and info.identity["emulator_process"]["pty"] == new
 
 
+def test_an_unplug_whose_link_cannot_be_removed_still_withdraws_the_claim(monkeypatch):
+    emu = serial_emulator("esphome")
+    emu.start()
+    try:
+        pts = os.readlink(emu.path)
+        entry = os.path.join(emulator_identity.registry_dir(),
+                             emulator_identity.entry_name(os.stat(pts).st_rdev))
+        assert os.path.isfile(entry)
+        real_unlink = os.unlink
+
+        def refuse_link(path, *args, **kwargs):
+            if path == emu.path:
+                raise PermissionError(13, "refused by the test", path)
+            return real_unlink(path, *args, **kwargs)
+
+        monkeypatch.setattr(os, "unlink", refuse_link)
+        emu._stop.set()
+        emu._thread.join(timeout=5)
+        with pytest.raises(PermissionError):
+            emu._unplug()
+        monkeypatch.undo()
+        # the pty is closed and its number free: no claim may be left to call the next one emulated
+        assert not os.path.exists(entry)
+        assert emu._master is None and emu._slave is None
+    finally:
+        emu.stop()
+
+
 def write_entry(folder: str, pts: str, **fields) -> str:
     entry = {"emulator": "esphome", "pid": os.getpid(),
              "pid_start": emulator_identity.process_start(os.getpid()), "pty": pts,
@@ -238,6 +267,30 @@ def test_a_stale_entry_of_a_killed_emulator_is_ignored_and_removed(tmp_path, pri
         assert not os.path.exists(path), "the stale entry was cleaned"
 
 
+def test_the_entry_of_a_killed_emulator_its_parent_has_not_reaped_is_stale(private_registry):
+    with real_meter("esphome", None) as meter:
+        child = subprocess.Popen([sys.executable, "-c", KILLED_EMULATOR, str(meter.slave),
+                                  tempfile.gettempdir()], pass_fds=(meter.slave,),
+                                 stdout=subprocess.PIPE, text=True)
+        try:
+            path = child.stdout.readline().strip()
+            assert path, "the child registered nothing"
+            deadline = time.monotonic() + 30.0
+            while _state(child.pid) != "Z":  # killed, not reaped: its pid and start time remain
+                assert time.monotonic() < deadline, _state(child.pid)
+                time.sleep(0.01)
+            assert not open_info("esphome", meter.pts).emulated
+            assert not os.path.exists(path), "the zombie's entry was cleaned"
+        finally:
+            child.stdout.close()
+            child.wait(timeout=30)
+
+
+def _state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as fh:
+        return fh.read().rsplit(")", 1)[1].split()[0]
+
+
 def test_an_entry_is_believed_only_for_the_live_process_on_the_very_pty(tmp_path, private_registry):
     with real_meter("esphome", None) as meter, real_meter("esphome", None) as other:
         # the test's own live process: believed (the control for the cases below)
@@ -255,6 +308,15 @@ def test_an_entry_is_believed_only_for_the_live_process_on_the_very_pty(tmp_path
         assert not open_info("esphome", meter.pts).emulated
         os.chmod(private_registry, 0o700)
         assert open_info("esphome", meter.pts).emulated
+        # an entry file others can write to: refused even in a private folder
+        path = write_entry(private_registry, meter.pts)
+        os.chmod(path, 0o666)
+        assert not open_info("esphome", meter.pts).emulated
+        # an entry that is a symlink to a well-formed entry elsewhere: not followed
+        elsewhere = write_entry(str(tmp_path / "elsewhere"), meter.pts)
+        os.unlink(path)
+        os.symlink(elsewhere, path)
+        assert not open_info("esphome", meter.pts).emulated
 
 
 def test_an_emulator_refuses_a_registry_folder_others_can_write(private_registry):
@@ -279,3 +341,11 @@ def test_a_real_capture_records_a_real_meter_behind_an_emulator_like_link_as_rea
         samples = len(run.stream("wall").t)
     assert samples >= 2 and not attrs["emulated"]
     assert "EMULATED" not in result.output
+
+
+@pytest.mark.parametrize("argv", [["esphome", "--interval-s", "0"], ["tasmota", "--channels", "0"]])
+def test_an_emulator_refusing_an_option_leaves_no_link_folder(private_registry, argv):
+    made = os.path.dirname(private_registry)  # the private temp folder of this test
+    result = CliRunner().invoke(cli, ["emulate", *argv])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert [n for n in os.listdir(made) if n.startswith("hwval-emu-")] == []

@@ -31,12 +31,13 @@ class EspHomeEmulator(PtyEmulator):
                  energy_unit: str = "Wh", task: str | None = None, line_no: int | None = 93,
                  names: dict[str, str] | None = None, frequency: bool = True,
                  power_factor: bool = True) -> None:
-        self.baudrate = baudrate
-        super().__init__(bench, model, faults)
+        # checked before the base class makes the link folder, which a refused option would leak
         if interval_s <= 0:
             raise ValueError(f"interval must be > 0 s, got {interval_s}")
         if power_unit not in ("W", "kW") or energy_unit not in ("Wh", "kWh"):
             raise ValueError("power unit must be W or kW, energy unit Wh or kWh")
+        self.baudrate = baudrate
+        super().__init__(bench, model, faults)
         self.tick_period_s = interval_s
         self.power_unit, self.energy_unit = power_unit, energy_unit
         self.task, self.line_no = task, line_no

@@ -285,15 +285,19 @@ class PtyEmulator:
 
     def _unplug(self) -> None:
         self.plugged.clear()
-        if os.path.lexists(self.path):
-            os.unlink(self.path)
-        if self._claim is not None:  # before the pty is closed and its number free for reuse
-            emulator_identity.unregister(self._claim)
-            self._claim = None
-        for fd in (self._master, self._slave):
-            if fd is not None:
-                os.close(fd)
-        self._master = self._slave = None
+        try:
+            if os.path.lexists(self.path):
+                os.unlink(self.path)
+        finally:
+            # whatever became of the link: a claim left on a closed pty would call emulated
+            # the next terminal given its number while this process lives
+            if self._claim is not None:  # before the pty is closed and its number free for reuse
+                emulator_identity.unregister(self._claim)
+                self._claim = None
+            for fd in (self._master, self._slave):
+                if fd is not None:
+                    os.close(fd)
+            self._master = self._slave = None
 
     def unplug(self, duration_s: float) -> None:
         """Ask the serving thread to unplug now and re-plug after ``duration_s`` seconds

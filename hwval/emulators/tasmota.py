@@ -45,12 +45,13 @@ class TasmotaEmulator(PtyEmulator):
                  heap: bool = False, channels: int = 1, old_firmware: bool = False,
                  tele_period_s: int = 300, total_start_kwh: float = 6.404,
                  resolution: dict[str, int] | None = None, frequency: bool = False) -> None:
-        self.baudrate = baudrate
-        super().__init__(bench, model, faults)
+        # checked before the base class makes the link folder, which a refused option would leak
         if mqtt not in ("connected", "disconnected", "off"):
             raise ValueError(f"mqtt must be connected, disconnected or off, got {mqtt!r}")
         if channels < 1:
             raise ValueError(f"channels must be >= 1, got {channels}")
+        self.baudrate = baudrate
+        super().__init__(bench, model, faults)
         self.mqtt, self.topic, self.heap, self.channels = mqtt, topic, heap, channels
         self.old_firmware = old_firmware
         self.res = {"WattRes": 0, "VoltRes": 0, "AmpRes": 3, "EnergyRes": 3, "FreqRes": 0}

@@ -61,7 +61,7 @@ FRAME_PERIOD_S = 0.1
 #: Tasmota's CSE_MAX_INVALID_POWER: invalid-power frames in a row before the load counts as 0 W.
 ZERO_AFTER_INVALID_FRAMES = 128
 
-OPTIONS = DriverOptions(DRIVER, "a CSE7766 metering chip's 4800 8E1 frame stream (Sonoff POW R2 ...)",
+OPTIONS = DriverOptions(DRIVER, "a CSE7766 metering chip's 4800 8E1 frame stream (Sonoff POW R2/R3, S31)",
                         "a serial port (/dev/ttyUSB0)", (
     Option("voltage_gain", float, 1.0, "calibration factor applied to voltage", gt=0),
     Option("current_gain", float, 1.0, "calibration factor applied to current", gt=0),

@@ -73,14 +73,19 @@ def entry_name(rdev: int) -> str:
 
 def process_start(pid: int) -> int | None:
     """Start time of process ``pid`` in clock ticks since boot (``/proc/PID/stat`` field 22,
-    proc(5)); ``None`` when it does not exist or this system has no ``/proc``."""
+    proc(5)); ``None`` when it does not exist, has exited (a zombie its parent has not reaped
+    yet: its files, the pty included, are closed and the pty's number free), or this system has
+    no ``/proc``."""
     try:
         with open(f"/proc/{pid}/stat") as fh:
             text = fh.read()
     except OSError:
         return None
     # the command name (field 2) is in parentheses and may itself contain spaces or ')'
-    return int(text.rsplit(")", 1)[1].split()[19])
+    fields = text.rsplit(")", 1)[1].split()
+    if fields[0] in ("Z", "X"):  # field 3, the state: zombie or dead
+        return None
+    return int(fields[19])
 
 
 def _has_proc() -> bool:
