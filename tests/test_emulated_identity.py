@@ -151,7 +151,7 @@ def private_registry(tmp_path, monkeypatch):
     the one the other tests' emulators use)."""
     tmp = tmp_path / "tmp"
     tmp.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    monkeypatch.setattr(emulator_identity, "registry_root", lambda: str(tmp))
     return emulator_identity.registry_dir()
 
 
@@ -247,16 +247,28 @@ def write_entry(folder: str, pts: str, **fields) -> str:
 KILLED_EMULATOR = """
 import os, signal, sys, tempfile
 from hwval.sources.serial import emulator_identity
-tempfile.tempdir = sys.argv[2]
+emulator_identity.registry_root = lambda: sys.argv[2]
 print(emulator_identity.register(int(sys.argv[1]), "esphome"), flush=True)
 os.kill(os.getpid(), signal.SIGKILL)  # dies without unregistering, as a killed emulator does
 """
 
 
+def test_the_registry_does_not_follow_tmpdir(tmp_path, monkeypatch):
+    """A capture started with another TMPDIR than the emulator's (a CI runner, sudo) must find
+    the same registry, or it records a live emulator as a real meter."""
+    before = emulator_identity.registry_dir()
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # gettempdir() reads TMPDIR again
+    assert tempfile.gettempdir() == str(tmp_path)
+    assert emulator_identity.registry_dir() == before == f"/tmp/hwval-emulators-{os.getuid()}"
+    with serial_emulator("esphome") as emu:
+        assert open_info("esphome", emu.path).emulated
+
+
 def test_a_stale_entry_of_a_killed_emulator_is_ignored_and_removed(tmp_path, private_registry):
     with real_meter("esphome", None) as meter:
         child = subprocess.run([sys.executable, "-c", KILLED_EMULATOR, str(meter.slave),
-                                tempfile.gettempdir()], pass_fds=(meter.slave,),
+                                emulator_identity.registry_root()], pass_fds=(meter.slave,),
                                capture_output=True, text=True, timeout=60)
         assert child.returncode == -9, child.stderr
         path = child.stdout.strip()
@@ -270,7 +282,7 @@ def test_a_stale_entry_of_a_killed_emulator_is_ignored_and_removed(tmp_path, pri
 def test_the_entry_of_a_killed_emulator_its_parent_has_not_reaped_is_stale(private_registry):
     with real_meter("esphome", None) as meter:
         child = subprocess.Popen([sys.executable, "-c", KILLED_EMULATOR, str(meter.slave),
-                                  tempfile.gettempdir()], pass_fds=(meter.slave,),
+                                  emulator_identity.registry_root()], pass_fds=(meter.slave,),
                                  stdout=subprocess.PIPE, text=True)
         try:
             path = child.stdout.readline().strip()

@@ -61,10 +61,18 @@ class EmulatorClaim:
                                      "started_utc": self.started_utc}}
 
 
+def registry_root() -> str:
+    """``/tmp`` wherever it exists, whatever ``TMPDIR`` says: the emulator and the capture must
+    find the same folder, and ``TMPDIR`` differs between shells, ``sudo`` and CI runners (a
+    capture with another ``TMPDIR`` would record a live emulator as a real meter). Only a system
+    without ``/tmp`` falls back to the temp folder."""
+    return "/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir()
+
+
 def registry_dir(uid: int | None = None) -> str:
     """The registry folder of the user ``uid`` (default: this process's)."""
     uid = os.getuid() if uid is None else uid
-    return os.path.join(tempfile.gettempdir(), f"{REGISTRY_PREFIX}{uid}")
+    return os.path.join(registry_root(), f"{REGISTRY_PREFIX}{uid}")
 
 
 def entry_name(rdev: int) -> str:
@@ -225,7 +233,7 @@ def _own_dir(uid: int) -> str:
         pass
     if not _trusted_dir(folder, uid):
         raise RegistryError(f"emulator registry {folder} is not a folder of uid {uid} writable "
-                            "only by it; remove it (or set TMPDIR elsewhere) and start again")
+                            "only by it; remove it and start again")
     return folder
 
 
