@@ -68,9 +68,11 @@ def test_channel_option_and_sensor_mode():
         source.open(ctx)
         thread = threading.Thread(target=source.run, args=(ctx,))
         thread.start()
-        for _ in range(3):
+        for n in range(1, 4):
             emu.publish_sensor()
-            ctx.stop.wait(0.1)
+            deadline = time.monotonic() + 10.0  # wait on the reading, not a fixed pause (busy CI)
+            while len(ctx.rows()) < n and time.monotonic() < deadline:
+                ctx.stop.wait(0.02)
         ctx.stop.set()
         thread.join(2)
         source.close()

@@ -141,7 +141,10 @@ class HostLoadSampler:
     def __init__(self, path: str | os.PathLike, model: HostPowerModel = HostPowerModel(),
                  rate_hz: float = 500.0, capacity_s: float = 1800.0,
                  read_busy: Callable[[], tuple[float, int]] = read_cpu_busy_s,
-                 read_gpu: Callable[[], float] | None = None) -> None:
+                 read_gpu: Callable[[], float] | None = None,
+                 clock_ns: Callable[[], int] = time.monotonic_ns) -> None:
+        # clock_ns stamps the records (CLOCK_MONOTONIC, the capture's timebase); a test may step
+        # it to check the ring's arithmetic without a scheduler's timing in the figures
         if not rate_hz >= MIN_RATE_HZ:
             raise ValueError(f"host bench: rate_hz must be >= {MIN_RATE_HZ:g} to follow load edges, got {rate_hz!r}")
         if not capacity_s > 0:
@@ -153,7 +156,8 @@ class HostLoadSampler:
         self._read_busy = read_busy
         self._read_gpu = read_gpu
         self._stop = threading.Event()
-        self.t0_ns = time.monotonic_ns()
+        self._clock_ns = clock_ns
+        self.t0_ns = clock_ns()
         size = HEADER_BYTES + self.capacity * RECORD_BYTES
         # Created under a temporary name and renamed: a reader never sees a half-made header.
         tmp = self.path.with_name(self.path.name + f".{os.getpid()}.tmp")
@@ -177,7 +181,7 @@ class HostLoadSampler:
     def sample(self) -> None:
         """Append one record (the current cumulative load)."""
         busy_s, ncpu = self._read_busy()
-        t_ns = time.monotonic_ns()
+        t_ns = self._clock_ns()
         if self._busy0 is None:
             self._busy0 = busy_s
         if self._read_gpu is not None:
