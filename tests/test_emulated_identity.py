@@ -361,3 +361,65 @@ def test_an_emulator_refusing_an_option_leaves_no_link_folder(private_registry, 
     result = CliRunner().invoke(cli, ["emulate", *argv])
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output
     assert [n for n in os.listdir(made) if n.startswith("hwval-emu-")] == []
+
+
+KILLED_MID_WRITE = """
+import json, os, signal, sys
+from hwval.sources.serial import emulator_identity
+emulator_identity.registry_root = lambda: sys.argv[2]
+print(os.getpid(), flush=True)
+# dies after the temp file is made and before it is renamed, as an emulator killed mid-write does
+json.dump = lambda *args, **kwargs: os.kill(os.getpid(), signal.SIGKILL)
+emulator_identity.register(int(sys.argv[1]), "esphome")
+"""
+
+
+#: The documented temp file prefix and age rule (docs/emulated.md), spelled out so that the tests
+#: check what the docs promise rather than whatever the module says.
+TEMP_PREFIX, TEMP_UNNAMED_STALE_S = ".new-", 60.0
+
+
+def _temps(folder: str) -> list[str]:
+    return sorted(n for n in os.listdir(folder) if n.startswith(TEMP_PREFIX))
+
+
+def test_the_temp_file_of_an_emulator_killed_mid_write_is_removed_by_the_next(private_registry):
+    with real_meter("esphome", None) as meter:
+        child = subprocess.run([sys.executable, "-c", KILLED_MID_WRITE, str(meter.slave),
+                                emulator_identity.registry_root()], pass_fds=(meter.slave,),
+                               capture_output=True, text=True, timeout=60)
+        assert child.returncode == -9, child.stderr
+        (left,) = _temps(private_registry)  # the half-written entry of the killed writer
+        path = emulator_identity.register(meter.slave, "esphome")
+        try:
+            assert _temps(private_registry) == []
+            # named for its writer, so that the cleaner could tell it was dead
+            assert left.startswith(f"{TEMP_PREFIX}{child.stdout.strip()}-"), left
+            assert open_info("esphome", meter.pts).emulated  # the new entry is whole
+        finally:
+            emulator_identity.unregister(path)
+
+
+def test_a_live_writers_temp_file_is_kept_and_an_unnamed_one_only_when_old(private_registry):
+    live = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                            stdin=subprocess.PIPE)
+    try:
+        start = emulator_identity.process_start(live.pid)
+        assert start is not None
+        os.makedirs(private_registry, mode=0o700)
+        prefix = TEMP_PREFIX
+        kept = [f"{prefix}{live.pid}-{start}-abc123", f"{prefix}old_format"]
+        gone = [f"{prefix}{live.pid}-1-abc123",  # that pid's number, another process's start
+                f"{prefix}stale_format"]
+        for name in kept + gone:
+            with open(os.path.join(private_registry, name), "w") as fh:
+                fh.write('{"emulator": "esph')
+        stale_s = time.time() - TEMP_UNNAMED_STALE_S - 30.0
+        os.utime(os.path.join(private_registry, gone[1]), (stale_s, stale_s))
+        with real_meter("esphome", None) as meter:
+            path = emulator_identity.register(meter.slave, "esphome")
+            emulator_identity.unregister(path)
+        assert _temps(private_registry) == sorted(kept)
+    finally:
+        live.stdin.close()
+        live.wait(timeout=30)

@@ -21,6 +21,12 @@ started it. A claim is believed only when the folder and the file belong to that
 writable by nobody else, the process that wrote it still runs (same pid, same start time: a
 reused pid is not the emulator), and the pty it names is this very device. An entry whose
 process is gone is stale: it is ignored and removed.
+
+An entry is first written to a temp file ``.new-<pid>-<start>-<random>`` (its writer's pid and
+start time) and then renamed. An emulator killed between the two leaves that file behind; the
+next :func:`register` removes, under the writers' lock, every temp file whose writer no longer
+runs, and a temp file that names no writer only once it is older than
+:data:`TEMP_UNNAMED_STALE_S`. A live writer's temp file is never removed.
 """
 
 from __future__ import annotations
@@ -37,6 +43,11 @@ from typing import Any, Iterator
 
 #: Folder name prefix, followed by the uid of the ptys' owner.
 REGISTRY_PREFIX = "hwval-emulators-"
+#: Prefix of the temp file an entry is written to before it is renamed into place.
+TEMP_PREFIX = ".new-"
+#: Age after which a temp file naming no writer (made by an hwval that did not name them) is
+#: stale: writing one takes milliseconds, so a minute leaves a very wide margin on a busy host.
+TEMP_UNNAMED_STALE_S = 60.0
 
 
 class RegistryError(OSError):
@@ -237,9 +248,50 @@ def _own_dir(uid: int) -> str:
     return folder
 
 
+def _temp_prefix() -> str:
+    """``.new-<pid>-<start>-``: whoever finds the file can tell whether its writer still runs."""
+    start = process_start(os.getpid())
+    return f"{TEMP_PREFIX}{os.getpid()}-{'na' if start is None else start}-"
+
+
+def _temp_writer(name: str) -> tuple[int, int | None] | None:
+    """``(pid, start)`` of the writer a temp file name carries; ``None`` when it carries none."""
+    parts = name[len(TEMP_PREFIX):].split("-")
+    if len(parts) < 3 or not parts[0].isdigit():
+        return None
+    if parts[1] == "na":
+        return int(parts[0]), None
+    return (int(parts[0]), int(parts[1])) if parts[1].isdigit() else None
+
+
+def _remove_stale_temps(folder: str, uid: int) -> None:
+    """Remove the temp files of writers that were killed mid-write. Called with the writers'
+    lock held: a writer keeps the lock until its temp file is renamed or removed, so a temp file
+    seen now is orphaned; the writer check below is the guard should that ever not hold."""
+    now_s = time.time()
+    for name in os.listdir(folder):
+        if not name.startswith(TEMP_PREFIX):
+            continue
+        path = os.path.join(folder, name)
+        try:
+            st = os.lstat(path)
+        except OSError:  # gone meanwhile
+            continue
+        if st.st_uid != uid or stat.S_ISDIR(st.st_mode):
+            continue  # not a file this user's emulators wrote
+        writer = _temp_writer(name)
+        if writer is not None:
+            stale = not is_running(*writer)
+        else:
+            stale = now_s - st.st_mtime > TEMP_UNNAMED_STALE_S
+        if stale:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+
 def register(slave_fd: int, emulator: str) -> str:
     """Record that this process's ``emulator`` owns the pty whose slave is ``slave_fd``, and
-    clean stale entries of the folder. Returns the entry's path (for :func:`unregister`)."""
+    clean stale entries and temp files of the folder. Returns the entry's path (for :func:`unregister`)."""
     st = os.fstat(slave_fd)
     folder = _own_dir(st.st_uid)
     path = os.path.join(folder, entry_name(st.st_rdev))
@@ -247,7 +299,8 @@ def register(slave_fd: int, emulator: str) -> str:
              "pty": os.ttyname(slave_fd),
              "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     with _locked(folder, create=True):
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".new-")  # mode 0600
+        _remove_stale_temps(folder, st.st_uid)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=_temp_prefix())  # mode 0600
         try:
             with os.fdopen(fd, "w") as fh:
                 json.dump(entry, fh)
