@@ -356,8 +356,11 @@ def test_a_real_capture_records_a_real_meter_behind_an_emulator_like_link_as_rea
 
 
 @pytest.mark.parametrize("argv", [["esphome", "--interval-s", "0"], ["tasmota", "--channels", "0"]])
-def test_an_emulator_refusing_an_option_leaves_no_link_folder(private_registry, argv):
+def test_an_emulator_refusing_an_option_leaves_no_link_folder(private_registry, monkeypatch, argv):
     made = os.path.dirname(private_registry)  # the private temp folder of this test
+    # where the base emulator's tempfile.mkdtemp makes link folders (the registry no longer
+    # follows the temp folder, so it must be pointed here itself)
+    monkeypatch.setattr(tempfile, "tempdir", made)
     result = CliRunner().invoke(cli, ["emulate", *argv])
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output
     assert [n for n in os.listdir(made) if n.startswith("hwval-emu-")] == []

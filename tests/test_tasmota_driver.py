@@ -3,6 +3,8 @@ in-process for the device loop, and ``hwval capture`` end to end with faults."""
 
 from __future__ import annotations
 
+import os
+import tempfile
 import threading
 import time
 
@@ -31,6 +33,28 @@ def test_unknown_and_bad_options_are_rejected():
         create(spec("/dev/null", command="status11"))
     with pytest.raises(ValueError, match="'mode' must be one of poll, sensor"):
         create(spec("/dev/null", mode="push"))
+
+
+@pytest.mark.parametrize("resolution, message", [
+    ({"WattRes": 4}, "WattRes must be a whole number of decimals 0..3, got 4"),
+    ({"EnergyRes": -1}, "EnergyRes must be a whole number of decimals 0..5, got -1"),
+    ({"AmpRes": "2"}, "AmpRes must be a whole number of decimals 0..3, got '2'"),
+    ({"Watts": 1}, "unknown resolution 'Watts' \\(known: WattRes, VoltRes"),
+])
+def test_a_refused_resolution_leaves_no_link_folder(tmp_path, monkeypatch, resolution, message):
+    # the base emulator makes its link folder with tempfile.mkdtemp: a private temp folder shows
+    # whether a refused option left one behind
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    bench, model = Bench(PowerProfile.parse("constant:100")), MeterModel()
+    with pytest.raises(ValueError, match=message):
+        TasmotaEmulator(bench, model, resolution=resolution)
+    assert os.listdir(tmp_path) == []
+    # the control: an accepted one makes its folder right there (and stop() removes it)
+    emu = TasmotaEmulator(bench, model, resolution={"WattRes": 3, "EnergyRes": 5})
+    assert os.path.dirname(emu.path) == str(tmp_path / os.listdir(tmp_path)[0])
+    assert emu.res["WattRes"] == 3 and emu.res["EnergyRes"] == 5 and emu.res["AmpRes"] == 3
+    emu.stop()
+    assert os.listdir(tmp_path) == []
 
 
 def test_old_firmware_falls_back_to_status8_and_reads_statuspwr():

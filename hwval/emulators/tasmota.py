@@ -37,6 +37,26 @@ EXTRA_CHANNEL_W = 10.0
 LINE_FREQUENCY_HZ = 50.0
 
 
+DEFAULT_RES = {"WattRes": 0, "VoltRes": 0, "AmpRes": 3, "EnergyRes": 3, "FreqRes": 0}
+
+
+def initial_resolution(resolution: dict[str, int]) -> dict[str, int]:
+    """The resolutions the plug starts with: the defaults overridden by ``resolution``. An
+    unknown name or a value out of the firmware's range is refused (``ValueError``): a console
+    command is clamped as the firmware does, but a configured value that would be clamped is a
+    mistake the operator should hear about."""
+    res = dict(DEFAULT_RES)
+    for setting, value in resolution.items():
+        if setting not in RES_LIMITS:
+            raise ValueError(f"unknown resolution {setting!r} (known: {', '.join(RES_LIMITS)})")
+        limit = RES_LIMITS[setting]
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= limit:
+            raise ValueError(f"{setting} must be a whole number of decimals 0..{limit}, "
+                             f"got {value!r}")
+        res[setting] = value
+    return res
+
+
 class TasmotaEmulator(PtyEmulator):
     device = "tasmota"
 
@@ -50,13 +70,12 @@ class TasmotaEmulator(PtyEmulator):
             raise ValueError(f"mqtt must be connected, disconnected or off, got {mqtt!r}")
         if channels < 1:
             raise ValueError(f"channels must be >= 1, got {channels}")
+        res = initial_resolution(resolution or {})
         self.baudrate = baudrate
         super().__init__(bench, model, faults)
         self.mqtt, self.topic, self.heap, self.channels = mqtt, topic, heap, channels
         self.old_firmware = old_firmware
-        self.res = {"WattRes": 0, "VoltRes": 0, "AmpRes": 3, "EnergyRes": 3, "FreqRes": 0}
-        for key, value in (resolution or {}).items():
-            self._set_res(key, value)
+        self.res = res
         self.tele_period_s = tele_period_s
         self.serial_log = 2
         self.frequency = frequency
@@ -115,9 +134,9 @@ class TasmotaEmulator(PtyEmulator):
             self.publish("RESULT", '{"Command":"Unknown"}')
 
     def _set_res(self, setting: str, value: int) -> None:
-        if setting not in RES_LIMITS:
-            raise ValueError(f"unknown resolution {setting!r} (known: {', '.join(RES_LIMITS)})")
-        self.res[setting] = min(RES_LIMITS[setting], max(0, int(value)))
+        # a console value out of range is clamped, as the firmware does (the start values were
+        # checked strictly by initial_resolution)
+        self.res[setting] = min(RES_LIMITS[setting], max(0, value))
 
     # ---- answers --------------------------------------------------------------------------
     def status(self, index: str) -> None:
