@@ -3,8 +3,9 @@ error the driver must give for it.
 
 :data:`FAULTS` is the table driver -> fault -> what it gives. A row is exercised either here
 (``covered_by`` None: :func:`test_injected_fault_gives_its_event` injects it through the real
-transport under the real recorder) or by the named existing test, whose source must inject that
-fault and name what it gives (:func:`test_each_row_covered_elsewhere_names_a_test_that_checks_it`).
+transport under the real recorder) or by the named existing test, whose code (its syntax tree:
+not its comments or docstrings) must inject that fault and name what it gives
+(:func:`test_each_row_covered_elsewhere_names_a_test_that_checks_it`).
 :func:`test_every_emulator_fault_is_in_the_table` fails when an emulator gains an option that is
 neither a fault in the table nor listed in :data:`SETTINGS`.
 
@@ -23,9 +24,12 @@ What a row expects (``gives``):
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import importlib
 import inspect
+import re
+import textwrap
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -131,7 +135,7 @@ FAULTS: tuple[Fault, ...] = (
     Fault("rapl", "max-energy-range-uj", "no_loss",
           "test_powercap::test_counters_wrap_and_the_source_follows_them_to_the_microjoule",
           checked_as="total_uj"),
-    Fault("rapl", "unreadable", "open:unreadable",
+    Fault("rapl", "unreadable", "open:permission denied",
           "test_rapl_permissions::test_emulator_unreadable_mode_and_doctor_as_a_normal_user"),
     # nvml: the simulated driver (hwval/emulators/nvml_sim.py)
     Fault("nvml", "fail", "raise:TransientError",
@@ -228,22 +232,78 @@ def identifier(option: str) -> str:
     return option.replace("-", "_")
 
 
-@pytest.mark.parametrize("row", [f for f in FAULTS if f.covered_by], ids=lambda f: f"{f.driver}-{f.option}")
-def test_each_row_covered_elsewhere_names_a_test_that_checks_it(row):
+def code_words(test) -> tuple[set[str], list[str]]:
+    """``(identifiers, string constants)`` of a test function's code, decorators included: names,
+    attributes, keyword and argument names; strings without the bare string statements
+    (docstrings). Comments are not in the tree at all, so a name mentioned only in a comment or
+    a docstring does not count as the test using it."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(test)))
+    bare = {id(node.value) for node in ast.walk(tree)
+            if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)}
+    names: set[str] = set()
+    strings: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            names.add(node.id)
+        elif isinstance(node, ast.Attribute):
+            names.add(node.attr)
+        elif isinstance(node, ast.keyword) and node.arg:
+            names.add(node.arg)
+        elif isinstance(node, ast.arg):
+            names.add(node.arg)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in bare:
+            strings.append(node.value)
+    return names, strings
+
+
+def uses(words: tuple[set[str], list[str]], wanted: set[str]) -> bool:
+    """Whether the code has one of ``wanted`` as an identifier or within a string constant (as a
+    whole word: ``drop-after`` is not found in ``--no-drop-after-x``)."""
+    names, strings = words
+    if names & wanted:
+        return True
+    return any(re.search(rf"(?<![\w-]){re.escape(w)}(?![\w-])", text)
+               for w in wanted for text in strings)
+
+
+def covering_test(row: Fault):
     module_name, _, test_name = row.covered_by.partition("::")
     test = getattr(importlib.import_module(module_name), test_name, None)
-    assert callable(test) and test_name.startswith("test_"), f"{row.covered_by} does not exist"
-    source = inspect.getsource(test)
+    assert inspect.isfunction(test) and test_name.startswith("test_"), f"{row.covered_by} does not exist"
+    return test
+
+
+@pytest.mark.parametrize("row", [f for f in FAULTS if f.covered_by], ids=lambda f: f"{f.driver}-{f.option}")
+def test_each_row_covered_elsewhere_names_a_test_that_checks_it(row):
+    words = code_words(covering_test(row))
     # the test injects this fault ...
     injects = {identifier(row.option), row.option, f"--{row.option}"}
     if row.option == "disconnect-at-s":
         injects.add("unplug")
     injects |= INJECTED_AS.get(row.option, set())
-    assert any(name in source for name in injects), f"{row.covered_by} does not inject {row.option}"
+    assert uses(words, injects), f"{row.covered_by} does not inject {row.option}"
     # ... and checks what it gives
     what, _, name = row.gives.partition(":")
     expected = row.checked_as or {"no_loss": "energy_j"}.get(what, name)
-    assert expected in source, f"{row.covered_by} does not check {row.gives!r}"
+    assert uses(words, {expected}), f"{row.covered_by} does not check {row.gives!r}"
+
+
+def test_a_covering_test_is_judged_by_its_code_not_its_comments():
+    """The check above must not be satisfied by a fault's name in a comment or a docstring."""
+    def row(test: str) -> Fault:
+        return Fault("tasmota", "stall-at-s", "event:gap_start", f"coverage_decoys::{test}")
+
+    with pytest.raises(AssertionError, match="does not inject stall-at-s"):
+        test_each_row_covered_elsewhere_names_a_test_that_checks_it(row("test_only_mentions_the_fault"))
+    with pytest.raises(AssertionError, match="does not check 'event:gap_start'"):
+        test_each_row_covered_elsewhere_names_a_test_that_checks_it(
+            row("test_injects_and_only_mentions_the_event"))
+    test_each_row_covered_elsewhere_names_a_test_that_checks_it(row("test_injects_and_checks"))
+    with pytest.raises(AssertionError, match="does not exist"):
+        test_each_row_covered_elsewhere_names_a_test_that_checks_it(row("test_no_such_test"))
+    # a part of a name is not the name
+    assert not uses(code_words(importlib.import_module("coverage_decoys").test_injects_and_checks),
+                    {"stall", "gap"})
 
 
 # ---- the faults injected here ------------------------------------------------------------------

@@ -132,6 +132,10 @@ def test_emulator_unreadable_mode_and_doctor_as_a_normal_user(tmp_path):
             assert "firmware_configs/udev" in f.fix and "CAP_PERFMON" in f.fix
         as_root = run_checks(rapl_root=root, categories=("rapl",))
         assert os.getuid() != 0 or all(f.usable for f in as_root)
+        # the capture's source on the same tree refuses to open, with the kernel's reason
+        opened = as_unprivileged(lambda: _open_rapl(root))
+        assert opened[:2] == ("raised", "SourceUnavailable"), opened
+        assert "not readable by this user" in opened[2] and "permission denied" in opened[2]
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
