@@ -234,8 +234,8 @@ def identifier(option: str) -> str:
 
 def code_words(test) -> tuple[set[str], list[str]]:
     """``(identifiers, string constants)`` of a test function's code, decorators included: names,
-    attributes, keyword and argument names; strings without the bare string statements
-    (docstrings). Comments are not in the tree at all, so a name mentioned only in a comment or
+    attributes and keyword names (not its parameters: naming a fixture injects nothing);
+    strings without the bare string statements (docstrings). Comments are not in the tree at all, so a name mentioned only in a comment or
     a docstring does not count as the test using it."""
     tree = ast.parse(textwrap.dedent(inspect.getsource(test)))
     bare = {id(node.value) for node in ast.walk(tree)
@@ -248,8 +248,6 @@ def code_words(test) -> tuple[set[str], list[str]]:
         elif isinstance(node, ast.Attribute):
             names.add(node.attr)
         elif isinstance(node, ast.keyword) and node.arg:
-            names.add(node.arg)
-        elif isinstance(node, ast.arg):
             names.add(node.arg)
         elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in bare:
             strings.append(node.value)
