@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -153,3 +156,53 @@ def test_default_output_creates_runs_folder(tmp_path, monkeypatch):
         assert claim.path.exists()
     finally:
         claim.release()
+
+
+
+def _claim_message(path: Path, uid: int | None) -> str:
+    """The refusal of claiming ``path``, claimed by a forked child running as ``uid`` (root
+    passes every permission check, so a real refusal needs another user); "" when it succeeds."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: only modules already imported, and never back into pytest
+        status = 1
+        try:
+            os.close(read_fd)
+            if uid is not None:
+                os.setgroups([])
+                os.setresgid(uid, uid, uid)
+                os.setresuid(uid, uid, uid)
+            try:
+                claim_output(path)
+                message = ""
+            except OutputRefused as exc:
+                message = str(exc)
+            os.write(write_fd, message.encode())
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as fh:
+        message = fh.read().decode()
+    assert os.waitpid(pid, 0)[1] == 0
+    return message
+
+
+def test_a_writable_folder_without_search_permission_is_a_permission_problem(tmp_path):
+    """Creating a file needs w and x on the folder: a folder with w only refuses the create, and
+    the line must say so, not blame a virtual filesystem. As root the claim runs as ``nobody``."""
+    root = os.geteuid() == 0
+    # under /tmp, not tmp_path: nobody must reach the folder, and pytest's base is root's 0700
+    base = Path(tempfile.mkdtemp(prefix="hwval-noexec-", dir="/tmp")) if root else tmp_path
+    folder = base / "w-only"
+    folder.mkdir()
+    folder.chmod(0o702 if root else 0o300)  # w for the claiming user, no x
+    base.chmod(0o755)
+    try:
+        message = _claim_message(folder / "x.h5", 65534 if root else None)
+    finally:
+        folder.chmod(0o700)
+        if root:
+            shutil.rmtree(base)
+    assert message == (f"output {folder}/x.h5: directory {folder} is not searchable by this "
+                       "user (no x permission); choose another -o")

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import errno
 import json
+import signal
 import struct
+import sys
+import time
 
 import h5py
 import numpy as np
@@ -15,7 +18,9 @@ from click.testing import CliRunner
 
 from hwval.cli import cli
 from hwval.runfile import layout
-from hwval.runfile.documents import Stop
+from conftest import popen_hwval
+from hwval.runfile.documents import Event, Stop
+from hwval.runfile.error_counts import counts_from_events
 from hwval.runfile.journal import journal_path
 from hwval.runfile.reader import open_run
 from hwval.runfile.recover import JournalDamage, read_journal
@@ -252,3 +257,69 @@ def test_recover_writes_the_run_level_error_counts_of_the_journal_stop(tmp_path)
     assert _recover(out2).exit_code == 0
     with open_run(out2) as run:
         assert run.error_counts == {"bad_mark": 0, "x": 0}
+
+
+#: A workload whose capture is killed: one mark stamped before the capture (refused), then an
+#: unreadable datagram every 0.2 s (bad marks, rate-limited to one event a second) until its
+#: capture is gone (its parent changes), so it never outlives the test.
+BAD_MARKS_UNTIL_ORPHANED = """
+import os, socket, time, hwval.markers as m
+parent = os.getppid()
+m._send(time.monotonic_ns() - 1326 * 10**9, "past", {})
+sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+for _ in range(600):
+    if os.getppid() != parent:
+        break
+    sock.sendto(b"\\xff", os.environ[m.ENV_SOCKET])
+    time.sleep(0.2)
+"""
+
+
+def _run_level_errors(jpath) -> list:
+    return [d for d in read_journal(jpath) if isinstance(d, Event) and d.name == "error" and d.stream == ""]
+
+
+def test_a_killed_capture_gets_its_run_level_error_counts_back_from_the_events(tmp_path):
+    """No stop record, so no totals: recover rebuilds the root's error_counts from the running
+    counts its error events carry (more bad marks than bad_mark events: a count of the events
+    themselves would be short), and `hwval info` shows them."""
+    out = tmp_path / "run.h5"
+    proc = popen_hwval("capture", "--no-nvml", "--no-rapl", "-m", "synthetic:constant:100?name=syn&period_s=0.05",
+                       "-o", str(out), "--", sys.executable, "-c", BAD_MARKS_UNTIL_ORPHANED)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            errors = _run_level_errors(journal_path(out)) if journal_path(out).exists() else []
+            bad = [e.detail["count"] for e in errors if e.detail["kind"] == "bad_mark"]
+            # the journal holds a bad_mark event whose count is more than the events so far
+            if any(e.detail["kind"] == "mark_refused" for e in errors) and bad and max(bad) > len(bad):
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail(f"no rate-limited bad marks in the journal within 60 s: {proc.poll()}")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGKILL, err[-2000:]
+    assert _recover(out).exit_code == 0
+    with open_run(out) as run:
+        events = [e for e in run.events if e.name == "error" and e.stream == ""]
+        bad = [e.detail["count"] for e in events if e.detail["kind"] == "bad_mark"]
+        assert run.attrs["recovered"] and not run.complete
+        assert run.error_counts == {"bad_mark": max(bad), "mark_refused": 1}
+        assert max(bad) > len(bad) >= 1
+        assert run.stream("syn").error_counts == {}  # a clean meter: nothing rebuilt there
+    info = CliRunner().invoke(cli, ["info", str(out)])
+    assert f"run errors: bad_mark={max(bad)}, mark_refused=1" in info.output, info.output
+
+
+def test_rebuilt_counts_take_only_named_kinds_with_whole_running_counts():
+    events = [Event(1.0, "error", "", {"kind": "bad_mark", "count": 1}),
+              Event(2.0, "error", "", {"kind": "bad_mark", "count": 5}),
+              Event(3.0, "error", "", {"kind": "bad_mark", "count": 4}),  # out of order: still 5
+              Event(4.0, "error", "", {"kind": "duration", "message": "--duration reached"}),
+              Event(5.0, "error", "wall", {"kind": "timeout", "count": 2}),
+              Event(6.0, "mark", "", {"kind": "x", "count": 9}),
+              *(Event(7.0, "error", "", {"kind": k, "count": n})
+                for k, n in (("a", True), ("b", -1), ("c", "3"), ("", 2), (None, 2), ("d", 1.5)))]
+    assert counts_from_events(events) == {"": {"bad_mark": 5}, "wall": {"timeout": 2}}

@@ -20,6 +20,7 @@ from hwval.runfile.documents import Descriptor, Document, Event, Page, Start, St
 from hwval.clock import PeriodicSchedule, now_ns
 from hwval.capture.lateness import LatenessStats
 from hwval.sources.base import Disconnected, Source, SourceError, StreamInfo, TransientError
+from hwval.runfile.error_counts import counted_error_detail
 from hwval.runfile.schema import EventName
 
 log = logging.getLogger(__name__)
@@ -295,7 +296,7 @@ class Recorder:
             if due:
                 stats.last_error_event_ns[kind] = t
         if due:
-            self.put_event(EventName.ERROR, stream, t, {"kind": kind, "count": n, "message": message})
+            self.put_event(EventName.ERROR, stream, t, counted_error_detail(kind, n, message))
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:

@@ -79,13 +79,17 @@ def _claim(path: Path, force: bool) -> OutputClaim:
     jpath = journal_path(path)
     if journal_in_use(path):
         raise _Taken(f"output {path} is being written by another capture now; choose another -o")
-    if jpath.exists():
+    try:
+        journal_left, is_dir, exists = jpath.exists(), path.is_dir(), path.exists()
+    except OSError as exc:  # a folder without search (x) permission: stat itself is refused
+        raise OutputRefused(_cannot_create(path, exc)) from None
+    if journal_left:
         raise _Taken(f"output {path}: the crash journal {jpath} of an interrupted capture is there "
                             f"(--force does not overwrite it); run `hwval recover {path}` first, or "
                             "choose another -o")
-    if path.is_dir():
+    if is_dir:
         raise OutputRefused(f"output {path} is a directory; give a file name such as {path}/run.h5")
-    if path.exists() and not force:
+    if exists and not force:
         raise _Taken(_exists(path))
     # The journal appears under its name already locked: it is created and flock-ed under a private
     # name, then hard-linked into place (link fails if the name exists, as O_EXCL would). A reader
@@ -167,8 +171,13 @@ def _cannot_create(path: Path, exc: OSError) -> str:
         return f"output {path}: directory {parent} does not exist; create it or choose another -o"
     if exc.errno == errno.EROFS:
         return f"output {path}: directory {parent} is on a read-only filesystem; choose another -o"
+    # Creating a file needs write *and* search (x) permission on the folder: a folder with w
+    # but not x refuses too, and is a permission problem, not a virtual filesystem.
     if exc.errno in (errno.EACCES, errno.EPERM) and not os.access(parent, os.W_OK):
         return f"output {path}: directory {parent} is not writable by this user; choose another -o"
+    if exc.errno in (errno.EACCES, errno.EPERM) and not os.access(parent, os.X_OK):
+        return (f"output {path}: directory {parent} is not searchable by this user (no x permission); "
+                "choose another -o")
     if exc.errno in (errno.EACCES, errno.EPERM, errno.ENOENT):
         # Its permissions let this user write (root passes every check), yet the create failed:
         # a virtual filesystem (sysfs refuses with EACCES, procfs with ENOENT). Saying "not

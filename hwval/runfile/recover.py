@@ -32,7 +32,7 @@ from typing import Any, Iterator
 import h5py
 import numpy as np
 
-from hwval.runfile import layout, schema
+from hwval.runfile import error_counts, layout, schema
 from hwval.runfile.documents import Descriptor, Document, Event, Page, Start, Stop
 from hwval.runfile.claim import reserve_path
 from hwval.runfile.journal import JournalInUse, journal_path
@@ -403,11 +403,11 @@ def _merge(jpath: Path, old: h5py.File | None, tmp: Path, old_problem: str) -> R
             # Nothing the journal holds is new (the file may even hold more): keep the file.
             summary.unchanged, summary.complete = True, True
             return summary
-        summary.complete = _finish_attrs(out, stop, old_complete)
+        summary.complete = _finish_attrs(out, stop, old_complete, events)
     return summary
 
 
-def _finish_attrs(out: h5py.File, stop: Stop | None, old_complete: bool) -> bool:
+def _finish_attrs(out: h5py.File, stop: Stop | None, old_complete: bool, events: list[Event]) -> bool:
     """Exit code, stop reason, statistics and ``complete`` (last); returns ``complete``."""
     if stop is not None:
         for name, stats in stop.stream_stats.items():
@@ -423,6 +423,7 @@ def _finish_attrs(out: h5py.File, stop: Stop | None, old_complete: bool) -> bool
         layout.write_mark_counts(out, stop)
         complete = bool(stop.complete)
     else:
+        _rebuild_error_counts(out, events)
         complete = old_complete
         if not complete and not schema.plain(out.attrs.get(RootAttr.STOP_REASON, "")):
             out.attrs[RootAttr.STOP_REASON] = "recovered from journal: the capture ended before finishing the file"
@@ -430,6 +431,28 @@ def _finish_attrs(out: h5py.File, stop: Stop | None, old_complete: bool) -> bool
     out.flush()
     out.attrs[RootAttr.COMPLETE] = complete
     return complete
+
+
+def _rebuild_error_counts(out: h5py.File, events: list[Event]) -> None:
+    """Without a stop record the totals were never written: rebuild the root's and each
+    stream's from the running counts their error events carry (never below what is there)."""
+    for stream, counts in error_counts.counts_from_events(events).items():
+        if stream == "":
+            attrs, key = out.attrs, RootAttr.ERROR_COUNTS
+        elif stream in out[STREAMS]:
+            attrs, key = out[STREAMS][stream].attrs, StreamAttr.ERROR_COUNTS
+        else:  # an undeclared stream's errors: no group to hold them (its events keep them)
+            continue
+        have = json.loads(_counts_json(_json_or_none(attrs.get(key))))
+        attrs[key] = _counts_json({k: max(counts.get(k, 0), have.get(k, 0)) for k in {*counts, *have}})
+
+
+def _json_or_none(text: Any) -> Any:
+    """An attribute's JSON value, or None where it is missing or not JSON text."""
+    try:
+        return json.loads(schema.plain(text)) if text is not None else None
+    except (TypeError, ValueError):
+        return None
 
 
 def _counts_json(counts: Any) -> str:
