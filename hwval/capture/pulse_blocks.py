@@ -10,8 +10,9 @@ phases (``pulses_1``, ``pulses_2``) read it the same way. Two blocks give the dr
 
 The chip length follows the slowest meter (:func:`chip_length_s`) unless ``--pulse-chip-s`` is
 given. A signal during a block ends that block early (its ``pulse_end`` has ``aborted: true``);
-during the first block it also skips the workload and the second block, and a ``--duration``
-wait ended by a signal skips the second block.
+during the first block it also skips the workload and the second block. A signal during the
+workload (forwarded to it) or the ``--duration`` wait skips the second block (a ``signal`` event
+says so): the operator asked to stop. A ``--duration`` that runs out still plays it.
 """
 
 from __future__ import annotations

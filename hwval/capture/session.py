@@ -238,6 +238,9 @@ class SignalPolicy:
         self._previous: dict[int, object] = {}
         #: Names of the signals forwarded to the workload, in order (the run's stop reason).
         self.forwarded: list[str] = []
+        #: Names of every signal that arrived, in order, whatever the phase did with it: a phase
+        #: compares its length before and after to know whether the operator asked to stop.
+        self.received: list[str] = []
 
     def __enter__(self) -> "SignalPolicy":
         if threading.current_thread() is threading.main_thread():
@@ -259,6 +262,7 @@ class SignalPolicy:
             action(self._held.pop(0))
 
     def _handler(self, signum: int, _frame: object) -> None:
+        self.received.append(_signame(signum))
         self._action(signum)
 
     @staticmethod
@@ -320,9 +324,13 @@ def _run_with_pulses(command: list[str], duration_s: float | None, recorder: Rec
         if not runner.block():
             why = f"stopped by {_signame(got[0])} during the sync pulses before the workload"
             return (128 + got[0], f"{why} (the workload did not run)") if command else (0, why)
+        before = len(signals.received)
         code, reason = _run_phase(command, duration_s, recorder, markers, signals)
-        if reason and not command:  # a --duration wait ended by a signal: stop now
-            return code, reason
+        if len(signals.received) > before:
+            # The operator asked to stop (a Ctrl-C forwarded to the workload, or one ending a
+            # --duration wait): a closing block would keep them waiting through its settling and
+            # chips. A --duration that runs out is no such request (no signal came): it plays.
+            return code, _closing_block_skipped(recorder, signals.received[before], reason, command)
         signals.during(stop_pulses)
         if runner.block():
             runner.tail()
@@ -332,6 +340,16 @@ def _run_with_pulses(command: list[str], duration_s: float | None, recorder: Rec
         return code, reason
     finally:
         runner.close()
+
+
+def _closing_block_skipped(recorder: Recorder, signame: str, reason: str, command: list[str]) -> str:
+    """Record that the closing block was skipped for ``signame``; returns the stop reason."""
+    recorder.put_event(EventName.SIGNAL, "", now_ns(), {"signal": signame,
+                                                        "action": "skipped the closing sync-pulse block"})
+    why = f"stopped by {signame} (forwarded to the workload)" if command else f"stopped by {signame}"
+    if why not in reason:  # a --duration reason, or none yet: the signal must show too
+        reason = f"{reason}; {why}" if reason else why
+    return f"{reason}; the closing sync-pulse block was skipped"
 
 
 def _open_sources(recorder: Recorder, request: CaptureRequest) -> None:
