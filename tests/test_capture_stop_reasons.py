@@ -86,3 +86,28 @@ def test_a_duration_that_ends_the_workload_still_plays_the_closing_block(tmp_pat
     first_end, last_start = names.index(EventName.PULSE_END), len(names) - 1 - names[::-1].index(EventName.PULSE_START)
     assert first_end < names.index(EventName.WORKLOAD_START) < names.index(EventName.WORKLOAD_END) < last_start
     assert all(e.detail.get("aborted") is not True for e in events if e.name == EventName.PULSE_END)
+
+
+def test_a_workload_that_ignores_the_durations_sigterm_is_said_to_be_killed(tmp_path, monkeypatch):
+    monkeypatch.setattr(workload_mod, "TERM_GRACE_S", 0.5)
+    ready = threading.Event()
+    _on_mark(monkeypatch, "ready", ready.set)
+    # The --duration's clock starts only once the workload ignores SIGTERM: on a loaded machine
+    # its interpreter may start after a short duration, and SIGTERM would then kill it.
+    wait = workload_mod.Workload.wait
+
+    def wait_once_ready(self, deadline_monotonic=None, on_timeout=None):
+        assert ready.wait(60), "the workload never sent its ready mark"
+        return wait(self, time.monotonic() + 0.2, on_timeout)
+
+    monkeypatch.setattr(workload_mod.Workload, "wait", wait_once_ready)
+    out = tmp_path / "killed.h5"
+    ignore_term = ("import hwval, signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                   "hwval.mark('ready'); time.sleep(60)")
+    assert run_capture(_request(out, [sys.executable, "-c", ignore_term], duration_s=0.2)) == 128 + signal.SIGKILL
+    with open_run(out) as run:
+        assert run.complete
+        assert run.stop_reason == ("stopped by --duration (0.2 s reached; the workload was killed with "
+                                   "SIGKILL, 0.5 s after SIGTERM)")
+        (end,) = [e for e in run.events if e.name == EventName.WORKLOAD_END]
+    assert end.detail["exit_code"] == 128 + signal.SIGKILL

@@ -31,6 +31,7 @@ from hwval.runfile.schema import EventName
 from hwval.capture.live_view import LiveView
 from hwval.capture.marker_server import MarkerServer
 from hwval.capture.recorder import Recorder
+from hwval.capture import workload as _workload
 from hwval.capture.workload import CommandError, Workload, resolve_command
 from hwval.clock import now_ns
 from hwval.config import DEFAULT_OUTPUT, CaptureConfig, ConfigError, expand_output
@@ -421,8 +422,13 @@ def _run_command(command: list[str], recorder: Recorder, markers: MarkerServer, 
     recorder.put_event(EventName.WORKLOAD_END, "", now_ns(), detail)
     # The workload did not run its course: the run must not read as a full one (a --duration
     # without a command that runs out is the planned end, and has no stop reason).
-    reason = f"stopped by --duration ({duration_s:g} s reached; the workload was terminated)" if timed_out else ""
-    return code, reason
+    if not timed_out:
+        return code, ""
+    # Say which: "terminated" tells the reader the workload ran its SIGTERM clean-up (a
+    # checkpoint, a flush); one that ignored SIGTERM and was SIGKILLed ran none.
+    ended = (f"the workload was killed with SIGKILL, {_workload.TERM_GRACE_S:g} s after SIGTERM"
+             if workload.killed_after_grace else "the workload was terminated")
+    return code, f"stopped by --duration ({duration_s:g} s reached; {ended})"
 
 
 def _wait_duration(duration_s: float, signals: SignalPolicy) -> str:
