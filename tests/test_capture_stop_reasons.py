@@ -10,7 +10,9 @@ import sys
 import threading
 import time
 
-from hwval.capture import workload as workload_mod
+import pytest
+
+from hwval.capture import pulse_blocks, workload as workload_mod
 from hwval.capture.marker_server import MarkerServer
 from hwval.capture.session import CaptureRequest, run_capture
 from hwval.config import CaptureConfig, parse_meter_spec
@@ -42,6 +44,7 @@ def _on_mark(monkeypatch, name, action) -> None:
     monkeypatch.setattr(MarkerServer, "record", record_then_act)
 
 
+@pytest.mark.slow  # ~6 s: a real opening block of 0.3 s chips, long enough to tell a skip from a block
 def test_sigint_during_a_pulsed_workload_skips_the_closing_block(tmp_path, monkeypatch):
     chip_s = 0.3
     sent: list[float] = []
@@ -70,7 +73,8 @@ def test_sigint_during_a_pulsed_workload_skips_the_closing_block(tmp_path, monke
     assert ended_s < 1.0 + 13 * chip_s, ended_s
 
 
-def test_a_duration_that_ends_the_workload_still_plays_the_closing_block(tmp_path):
+def test_a_duration_that_ends_the_workload_still_plays_the_closing_block(tmp_path, monkeypatch):
+    monkeypatch.setattr(pulse_blocks, "MIN_SETTLE_S", 0.2)  # two blocks and a tail, not 3 s of idle
     out = tmp_path / "timed.h5"
     request = _request(out, [sys.executable, "-c", "import time; time.sleep(60)"], duration_s=0.5,
                        sync_pulses=True, pulse_chip_s=0.1)
