@@ -1,7 +1,8 @@
 """``hwval capture --sync-pulses``: one sync-pulse block before the workload and one after it.
 
-Each block is preceded by idle settling, and the last one is followed by as much again, so that
-every meter has reported the last chip (its lag plus window) before the capture stops. The blocks
+Each block is preceded by idle settling, and the last one is followed by as much again plus the
+slowest meter's lag (:func:`meter_lag_s`), so that every meter has reported the last chip (its
+lag plus window) before the capture stops. The blocks
 are played by :func:`hwval.workloads.pulses.play_block` on one :class:`LoadPool` started for the
 capture, and their events go through the capture's marker channel (:meth:`MarkerServer.record`),
 stamped like a workload's ``hwval.mark``: the run file is the same as with
@@ -10,12 +11,14 @@ phases (``pulses_1``, ``pulses_2``) read it the same way. Two blocks give the dr
 
 The chip length follows the slowest meter (:func:`chip_length_s`) unless ``--pulse-chip-s`` is
 given. A signal during a block ends that block early (its ``pulse_end`` has ``aborted: true``);
-during the first block it also skips the workload and the second block, and a ``--duration``
-wait ended by a signal skips the second block.
+during the first block it also skips the workload and the second block. A signal during the
+workload (forwarded to it) or the ``--duration`` wait skips the second block (a ``signal`` event
+says so): the operator asked to stop. A ``--duration`` that runs out still plays it.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from dataclasses import dataclass
@@ -67,16 +70,42 @@ def chip_length_s(infos: Iterable[StreamInfo], chip_s: float | None = None) -> f
     return _chip_for_meters(meter_timing(infos))
 
 
+#: Identity fields that say how late a stream's reading can come after the power it reports, in
+#: seconds: a latency the source declares, NVML's detected board update period, a WT300's update
+#: interval (its reading is ready only when the interval ends).
+LAG_FIELDS = ("latency_s", "update_period_s", "update_s")
+#: Lag taken for a hardware stream that declares none: smart plugs report with a latency of
+#: hundreds of milliseconds (docs/measurement.md, "Hardware meters"). A software stream that
+#: declares none is read from the host itself (RAPL's counters update about every millisecond,
+#: docs/measurement.md, "RAPL"): no lag is added for it.
+UNDECLARED_HARDWARE_LAG_S = 1.0
+
+
+def meter_lag_s(info: StreamInfo) -> float:
+    """How late ``info``'s readings may follow the power: the largest lag field of its identity,
+    else :data:`UNDECLARED_HARDWARE_LAG_S` for a hardware stream, 0 for a software one."""
+    declared = [float(v) for v in (info.identity.get(k) for k in LAG_FIELDS)
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0]
+    if declared:
+        return max(declared)
+    return UNDECLARED_HARDWARE_LAG_S if info.kind == "hardware" else 0.0
+
+
 @dataclass
 class PulsePlan:
     chip_s: float
     settle_s: float
+    #: Idle after the last block: the settling plus the slowest meter's lag, so the last chip's
+    #: readings arrive and the fit still has a flat stretch after them.
+    tail_s: float
     pattern: str = PATTERN
 
 
 def plan(infos: Iterable[StreamInfo], chip_s: float | None = None) -> PulsePlan:
+    infos = list(infos)
     chip = chip_length_s(infos, chip_s)
-    return PulsePlan(chip_s=chip, settle_s=max(MIN_SETTLE_S, SETTLE_CHIPS * chip))
+    settle = max(MIN_SETTLE_S, SETTLE_CHIPS * chip)
+    return PulsePlan(chip_s=chip, settle_s=settle, tail_s=settle + max(map(meter_lag_s, infos), default=0.0))
 
 
 def _gpus(infos: Iterable[StreamInfo]) -> list[int]:
@@ -117,7 +146,7 @@ class PulseRunner:
 
     def tail(self) -> None:
         """Idle after the last block, so every meter reports its last chip."""
-        self.stop.wait(self.plan.settle_s)
+        self.stop.wait(self.plan.tail_s)
 
     def close(self) -> None:
         self.pool.close()

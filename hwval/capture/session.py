@@ -31,6 +31,7 @@ from hwval.runfile.schema import EventName
 from hwval.capture.live_view import LiveView
 from hwval.capture.marker_server import MarkerServer
 from hwval.capture.recorder import Recorder
+from hwval.capture import workload as _workload
 from hwval.capture.workload import CommandError, Workload, resolve_command
 from hwval.clock import now_ns
 from hwval.config import DEFAULT_OUTPUT, CaptureConfig, ConfigError, expand_output
@@ -238,6 +239,9 @@ class SignalPolicy:
         self._previous: dict[int, object] = {}
         #: Names of the signals forwarded to the workload, in order (the run's stop reason).
         self.forwarded: list[str] = []
+        #: Names of every signal that arrived, in order, whatever the phase did with it: a phase
+        #: compares its length before and after to know whether the operator asked to stop.
+        self.received: list[str] = []
 
     def __enter__(self) -> "SignalPolicy":
         if threading.current_thread() is threading.main_thread():
@@ -259,6 +263,7 @@ class SignalPolicy:
             action(self._held.pop(0))
 
     def _handler(self, signum: int, _frame: object) -> None:
+        self.received.append(_signame(signum))
         self._action(signum)
 
     @staticmethod
@@ -320,9 +325,13 @@ def _run_with_pulses(command: list[str], duration_s: float | None, recorder: Rec
         if not runner.block():
             why = f"stopped by {_signame(got[0])} during the sync pulses before the workload"
             return (128 + got[0], f"{why} (the workload did not run)") if command else (0, why)
+        before = len(signals.received)
         code, reason = _run_phase(command, duration_s, recorder, markers, signals)
-        if reason and not command:  # a --duration wait ended by a signal: stop now
-            return code, reason
+        if len(signals.received) > before:
+            # The operator asked to stop (a Ctrl-C forwarded to the workload, or one ending a
+            # --duration wait): a closing block would keep them waiting through its settling and
+            # chips. A --duration that runs out is no such request (no signal came): it plays.
+            return code, _closing_block_skipped(recorder, signals.received[before], reason, command)
         signals.during(stop_pulses)
         if runner.block():
             runner.tail()
@@ -332,6 +341,16 @@ def _run_with_pulses(command: list[str], duration_s: float | None, recorder: Rec
         return code, reason
     finally:
         runner.close()
+
+
+def _closing_block_skipped(recorder: Recorder, signame: str, reason: str, command: list[str]) -> str:
+    """Record that the closing block was skipped for ``signame``; returns the stop reason."""
+    recorder.put_event(EventName.SIGNAL, "", now_ns(), {"signal": signame,
+                                                        "action": "skipped the closing sync-pulse block"})
+    why = f"stopped by {signame} (forwarded to the workload)" if command else f"stopped by {signame}"
+    if why not in reason:  # a --duration reason, or none yet: the signal must show too
+        reason = f"{reason}; {why}" if reason else why
+    return f"{reason}; the closing sync-pulse block was skipped"
 
 
 def _open_sources(recorder: Recorder, request: CaptureRequest) -> None:
@@ -403,8 +422,13 @@ def _run_command(command: list[str], recorder: Recorder, markers: MarkerServer, 
     recorder.put_event(EventName.WORKLOAD_END, "", now_ns(), detail)
     # The workload did not run its course: the run must not read as a full one (a --duration
     # without a command that runs out is the planned end, and has no stop reason).
-    reason = f"stopped by --duration ({duration_s:g} s reached; the workload was terminated)" if timed_out else ""
-    return code, reason
+    if not timed_out:
+        return code, ""
+    # Say which: "terminated" tells the reader the workload ran its SIGTERM clean-up (a
+    # checkpoint, a flush); one that ignored SIGTERM and was SIGKILLed ran none.
+    ended = (f"the workload was killed with SIGKILL, {_workload.TERM_GRACE_S:g} s after SIGTERM"
+             if workload.killed_after_grace else "the workload was terminated")
+    return code, f"stopped by --duration ({duration_s:g} s reached; {ended})"
 
 
 def _wait_duration(duration_s: float, signals: SignalPolicy) -> str:

@@ -28,6 +28,9 @@ from typing import Callable, Mapping
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 #: Time the workload's leftover processes get between SIGTERM and SIGKILL.
 GROUP_GRACE_S = 2.0
+#: Time the workload gets to exit after the --duration's SIGTERM, before SIGKILL (it may have
+#: clean-up to do on SIGTERM).
+TERM_GRACE_S = 10.0
 #: From <linux/prctl.h>: deliver a signal to this process when its parent thread dies.
 PR_SET_PDEATHSIG = 1
 
@@ -107,6 +110,8 @@ class Workload:
         self.env = dict(os.environ, **env)
         self.proc: subprocess.Popen | None = None
         self.signals_received = 0
+        #: True once :meth:`wait` had to SIGKILL it (it outlived the SIGTERM's grace).
+        self.killed_after_grace = False
         self._guard_fd: int | None = None
         self._guard: subprocess.Popen | None = None
         #: Signals that came before the child existed, forwarded as soon as it does.
@@ -142,7 +147,7 @@ class Workload:
     def wait(self, deadline_monotonic: float | None = None,
              on_timeout: Callable[[], None] | None = None) -> int:
         """Wait for the child; at ``deadline_monotonic`` call ``on_timeout`` and send SIGTERM,
-        then SIGKILL after 10 s more."""
+        then SIGKILL after :data:`TERM_GRACE_S` more."""
         assert self.proc is not None
         if deadline_monotonic is not None:
             try:
@@ -152,8 +157,9 @@ class Workload:
                     on_timeout()
                 self._signal_group(signal.SIGTERM)
                 try:
-                    return exit_code_of(self.proc.wait(10.0))
+                    return exit_code_of(self.proc.wait(TERM_GRACE_S))
                 except subprocess.TimeoutExpired:
+                    self.killed_after_grace = True
                     self._signal_group(signal.SIGKILL)
         return exit_code_of(self.proc.wait())
 
