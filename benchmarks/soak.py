@@ -2,6 +2,7 @@
 the capture process's memory.
 
 Usage: python benchmarks/soak.py [--duration 300] [--rate-hz 1000] [--keep DIR]
+                                 [--tracemalloc-dir DIR [--tracemalloc-every-s 300]]
 
 Runs ``hwval capture --duration S`` as its own process on a Tasmota plug emulator (a pty, with
 garbage, dropped, truncated and bad-checksum frames injected), a WT310 emulator (SCPI on TCP)
@@ -12,6 +13,13 @@ run (the first 10 % holds the interpreter's and HDF5's warm-up, which are not a 
 Passes (exit 0) when the RSS growth is under 5 %, no reading was dropped and the run is
 complete; otherwise prints why and exits 1. Protocol errors from the injected faults are
 expected and reported, not failures: each is a counted error, never a lost capture.
+
+``--tracemalloc-dir DIR`` is for finding where memory grows: the capture is started with
+benchmarks/tracemalloc_hook on its PYTHONPATH (a start-up hook, not hwval code) that runs
+tracemalloc and dumps snapshots to DIR at ``--tracemalloc-first-s`` (120) and then every ``--tracemalloc-every-s`` (300), with
+RSS and the traced total in DIR/log.jsonl; compare them with ``snapshot.compare_to``. tracemalloc
+slows every allocation and its own tables grow with the heap, so the RSS verdict of such a run
+is not the plain capture's.
 """
 
 from __future__ import annotations
@@ -78,6 +86,12 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=300.0, help="capture length in seconds")
     ap.add_argument("--rate-hz", type=float, default=1000.0, help="aggregate reading rate")
     ap.add_argument("--keep", type=Path, default=None, help="keep the run file in this folder")
+    ap.add_argument("--tracemalloc-dir", type=Path, default=None,
+                    help="run the capture under tracemalloc, dumping snapshots to this folder")
+    ap.add_argument("--tracemalloc-first-s", type=float, default=120.0,
+                    help="seconds into the capture of the first snapshot")
+    ap.add_argument("--tracemalloc-every-s", type=float, default=300.0,
+                    help="seconds between snapshots after the first")
     args = ap.parse_args()
     if not args.duration >= 10:
         raise SystemExit("soak: --duration must be at least 10 s (growth is measured from 10 % of it)")
@@ -102,7 +116,14 @@ def main() -> int:
                "-m", f"wt300:{visa}?name=analyzer&update_s=0.25",
                "-m", f"synthetic:idle-load?period_s={period_s:.6g}&name=syn",
                "--duration", f"{args.duration:g}", "-o", str(out)]
-        capture = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        env = None
+        if args.tracemalloc_dir is not None:
+            hook = Path(__file__).resolve().parent / "tracemalloc_hook"
+            env = dict(os.environ, HWVAL_TRACEMALLOC_DIR=str(args.tracemalloc_dir.resolve()),
+                       HWVAL_TRACEMALLOC_FIRST_S=f"{args.tracemalloc_first_s:g}",
+                       HWVAL_TRACEMALLOC_EVERY_S=f"{args.tracemalloc_every_s:g}",
+                       PYTHONPATH=os.pathsep.join(p for p in (str(hook), os.environ.get("PYTHONPATH")) if p))
+        capture = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
         t0 = time.monotonic()
         samples: list[tuple[float, int]] = []
         while capture.poll() is None:
