@@ -2,7 +2,8 @@
 the capture process's memory.
 
 Usage: python benchmarks/soak.py [--duration 300] [--rate-hz 1000] [--keep DIR]
-                                 [--tracemalloc-dir DIR [--tracemalloc-every-s 300]]
+                                 [--tracemalloc-dir DIR [--tracemalloc-first-s 120]
+                                  [--tracemalloc-every-s 300]]
 
 Runs ``hwval capture --duration S`` as its own process on a Tasmota plug emulator (a pty, with
 garbage, dropped, truncated and bad-checksum frames injected), a WT310 emulator (SCPI on TCP)

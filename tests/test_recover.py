@@ -323,3 +323,25 @@ def test_rebuilt_counts_take_only_named_kinds_with_whole_running_counts():
               *(Event(7.0, "error", "", {"kind": k, "count": n})
                 for k, n in (("a", True), ("b", -1), ("c", "3"), ("", 2), (None, 2), ("d", 1.5)))]
     assert counts_from_events(events) == {"": {"bad_mark": 5}, "wall": {"timeout": 2}}
+
+
+def test_a_journal_without_stop_rebuilds_each_streams_counts_and_no_crafted_name_reaches_others(tmp_path):
+    """Per-stream counts come back from the stream's own error events; an event naming "." or
+    "/" or "wall/t" (h5py finds all three in the streams group) writes nowhere."""
+    out = tmp_path / "run.h5"
+    events = [Event(0.005, "workload_start", "", {"command": ["python", "train.py"], "pid": 42}),
+              Event(0.1, "error", "wall", {"kind": "timeout", "count": 1}),
+              Event(0.3, "error", "wall", {"kind": "timeout", "count": 7}),
+              Event(0.4, "error", "wall", {"kind": "bad_checksum", "count": 2}),
+              Event(0.5, "error", "", {"kind": "bad_mark", "count": 3}),
+              *(Event(0.6, "error", name, {"kind": "crafted", "count": 99}) for name in (".", "/", "wall/t"))]
+    write_journal(out, documents(n=50, events=events)[:-1])  # killed: no stop record
+    res = _recover(out)
+    assert res.exit_code == 0, res.output
+    with open_run(out) as run:
+        assert not run.complete and run.attrs["recovered"]
+        assert run.stream("wall").error_counts == {"timeout": 7, "bad_checksum": 2}
+        assert run.error_counts == {"bad_mark": 3}
+    with h5py.File(out, "r") as f:
+        assert "error_counts" not in f["streams"].attrs
+        assert "error_counts" not in f["streams"]["wall"]["t"].attrs

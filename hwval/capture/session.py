@@ -252,8 +252,10 @@ class SignalPolicy:
         for sig, old in self._previous.items():
             signal.signal(sig, old)
 
-    def hold(self) -> None:
-        """Keep signals for the next :meth:`during` instead of acting on them."""
+    def hold(self, pending: list[int] | None = None) -> None:
+        """Keep signals for the next :meth:`during` instead of acting on them; ``pending`` (ones
+        the ending phase took but did not act on) come first."""
+        self._held[:0] = pending or []
         self._action = self._held.append
 
     def during(self, action: Callable[[int], None]) -> None:
@@ -325,7 +327,11 @@ def _run_with_pulses(command: list[str], duration_s: float | None, recorder: Rec
         if not runner.block():
             why = f"stopped by {_signame(got[0])} during the sync pulses before the workload"
             return (128 + got[0], f"{why} (the workload did not run)") if command else (0, why)
-        before = len(signals.received)
+        # A signal from here until the workload's phase takes over is the workload's: held for
+        # it, with any that came as the block ended (those count as asking to stop, too).
+        before = len(signals.received) - len(got)
+        signals.hold(got[:])
+        got.clear()
         code, reason = _run_phase(command, duration_s, recorder, markers, signals)
         if len(signals.received) > before:
             # The operator asked to stop (a Ctrl-C forwarded to the workload, or one ending a
@@ -427,7 +433,8 @@ def _run_command(command: list[str], recorder: Recorder, markers: MarkerServer, 
     # Say which: "terminated" tells the reader the workload ran its SIGTERM clean-up (a
     # checkpoint, a flush); one that ignored SIGTERM and was SIGKILLed ran none.
     ended = (f"the workload was killed with SIGKILL, {_workload.TERM_GRACE_S:g} s after SIGTERM"
-             if workload.killed_after_grace else "the workload was terminated")
+             if workload.killed_after_grace and code == 128 + signal.SIGKILL
+             else "the workload was terminated")
     return code, f"stopped by --duration ({duration_s:g} s reached; {ended})"
 
 

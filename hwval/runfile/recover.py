@@ -411,7 +411,7 @@ def _finish_attrs(out: h5py.File, stop: Stop | None, old_complete: bool, events:
     """Exit code, stop reason, statistics and ``complete`` (last); returns ``complete``."""
     if stop is not None:
         for name, stats in stop.stream_stats.items():
-            if name in out[STREAMS] and isinstance(stats, dict):
+            if _is_name(name) and name in out[STREAMS] and isinstance(stats, dict):
                 g = out[STREAMS][name]
                 g.attrs[StreamAttr.DROPPED_READINGS] = _count(stats.get("dropped"))
                 g.attrs[StreamAttr.MISSED_DEADLINES] = _count(stats.get("missed_deadlines"))
@@ -439,7 +439,7 @@ def _rebuild_error_counts(out: h5py.File, events: list[Event]) -> None:
     for stream, counts in error_counts.counts_from_events(events).items():
         if stream == "":
             attrs, key = out.attrs, RootAttr.ERROR_COUNTS
-        elif stream in out[STREAMS]:
+        elif _is_name(stream) and stream in out[STREAMS]:  # h5py finds "." and "a/b" too
             attrs, key = out[STREAMS][stream].attrs, StreamAttr.ERROR_COUNTS
         else:  # an undeclared stream's errors: no group to hold them (its events keep them)
             continue
