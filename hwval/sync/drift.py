@@ -48,15 +48,26 @@ def clock_model(lags_s: np.ndarray, lag_cov: np.ndarray, centres_s: np.ndarray) 
     origin = float(t[0])
     if len(lags) == 1 or float(t[-1] - t[0]) <= 0:
         return ClockModel(float(lags[0]), math.sqrt(max(cov[0, 0], 0.0)), 0.0, math.nan, origin, len(lags))
-    x = np.column_stack([np.ones(len(t)), t - origin])
-    w = np.linalg.pinv(cov) if np.all(np.isfinite(cov)) and np.any(cov) else np.eye(len(t))
-    a = x.T @ w @ x
-    beta = np.linalg.solve(a, x.T @ w @ lags)
-    if len(lags) == 2:
+    if len(lags) == 2:  # the line through both: no weights needed (nor a solve to fail)
         beta = np.array([lags[0], (lags[1] - lags[0]) / (t[1] - t[0])])
         g = np.array([[1.0, 0.0], [-1.0 / (t[1] - t[0]), 1.0 / (t[1] - t[0])]])
         b_cov = g @ cov @ g.T
     else:
-        b_cov = np.linalg.inv(a)
+        beta, b_cov = _gls_line(lags, t - origin, cov)
     se = np.sqrt(np.maximum(np.diag(b_cov), 0.0))
     return ClockModel(float(beta[0]), float(se[0]), float(beta[1] * 1e6), float(se[1] * 1e6), origin, len(lags))
+
+
+def _gls_line(lags: np.ndarray, dt: np.ndarray, cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(offset, slope) and their covariance. A covariance the fit left singular (blocks whose
+    lag errors are fully correlated, or one that is all zeros) gives weights that cannot fix a
+    line: then the unweighted line, its covariance propagated from ``cov`` (the sandwich)."""
+    x = np.column_stack([np.ones(len(dt)), dt])
+    if np.all(np.isfinite(cov)) and np.any(cov):
+        a = x.T @ np.linalg.pinv(cov) @ x
+        if np.linalg.cond(a) < 1e12:
+            b_cov = np.linalg.inv(a)
+            return b_cov @ x.T @ np.linalg.pinv(cov) @ lags, b_cov
+    h = np.linalg.inv(x.T @ x) @ x.T  # dt spans more than one time: x has full rank
+    c = cov if np.all(np.isfinite(cov)) else np.full_like(cov, np.nan)
+    return h @ lags, h @ c @ h.T
