@@ -92,7 +92,10 @@ def test_a_sigint_as_the_opening_block_ends_goes_to_the_workload(tmp_path, monke
     request = _request(out, [sys.executable, "-c", "import time; time.sleep(60)"], sync_pulses=True,
                        pulse_chip_s=0.05)
     started = time.monotonic()
-    assert run_capture(request) == 128 + signal.SIGINT
+    code = run_capture(request)
+    # the workload's own exit: 1 when the SIGINT lands in Python's start-up (a KeyboardInterrupt
+    # while importing site, as a loaded machine makes likely), 130 once its handler is set
+    assert code in (1, 128 + signal.SIGINT), code
     assert calls == [True]  # the opening block played; the closing one was skipped, not run
     assert time.monotonic() - started < 45  # the workload was stopped, not waited out (60 s)
     with open_run(out) as run:

@@ -41,7 +41,9 @@ for _ in range(2):
 time.sleep(1.5)
 tracker.stop()
 json.dump({"start_monotonic_s": start}, open(out + "/truth.json", "w"))
-time.sleep(1.0)  # the plug keeps recording past CodeCarbon's last interval
+# the plug keeps recording past CodeCarbon's last interval, whose whole-second stamp may round
+# up by 0.5 s (1.0 s here once left that interval outside the recording on a loaded machine)
+time.sleep(2.5)
 """
 
 
@@ -101,7 +103,7 @@ def test_codecarbon_energy_error_against_the_bench(tmp_path, plug):
     verdict = json.loads(loose.stdout)
     assert verdict["verdict"] == "pass" and verdict["format"] == "codecarbon"
     m = verdict["metrics"]
-    assert m["n_intervals"] == 3
+    assert m["n_intervals"] == 3, verdict["notes"]
     # the reference (plug) energy agrees with the bench truth within the plug's integer watts and
     # the +-0.5 s the whole-second timestamps leave open (a 5 W ripple: <= 5 J on ~300 J)
     assert m["energy_ref_j"] == pytest.approx(truth_j, rel=0.04)
