@@ -8,11 +8,12 @@ import signal
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
 from conftest import popen_hwval
-from hwval.capture.marker_server import remove_stale_dirs
+from hwval.capture.marker_server import UNOWNED_AGE_S, MarkerServer, remove_stale_dirs
 from hwval.capture.session import CaptureRequest, run_capture
 from hwval.config import CaptureConfig, SoftwareConfig, parse_meter_spec
 from hwval.runfile.reader import open_run
@@ -118,3 +119,31 @@ def test_a_live_captures_marker_folder_is_kept(tmp_path):
     (dead / "owner").write_text("999999999")
     assert remove_stale_dirs(str(tmp_path)) == [str(dead)]
     assert live.exists()
+
+
+def test_a_marker_folder_whose_owner_is_not_written_yet_is_kept_until_it_is_old(tmp_path):
+    """A capture's folder between mkdtemp and its owner file (missing, or empty while being
+    written) belongs to a capture starting up: a sweep by another capture must leave it (an
+    empty owner once read as pid 0, "dead", and the starting capture's bind failed with ENOENT)."""
+    starting = tmp_path / "hwval-marks-starting"
+    starting.mkdir()
+    (starting / "owner").write_text("")
+    unowned = tmp_path / "hwval-marks-unowned"
+    unowned.mkdir()
+    old_empty = tmp_path / "hwval-marks-old"
+    old_empty.mkdir()
+    (old_empty / "owner").write_text("")
+    aged = time.time() - 2 * UNOWNED_AGE_S
+    os.utime(old_empty, (aged, aged))
+    assert remove_stale_dirs(str(tmp_path)) == [str(old_empty)]
+    assert starting.exists() and unowned.exists()
+
+
+def test_a_marker_server_leaves_a_whole_owner_file_and_no_partial(tmp_path):
+    server = MarkerServer(lambda *a: None, lambda *a: None)
+    try:
+        assert sorted(os.listdir(server.dir)) == ["mark.sock", "owner"]
+        assert Path(server.dir, "owner").read_text() == str(os.getpid())
+        assert server.dir not in remove_stale_dirs(os.path.dirname(server.dir))
+    finally:
+        server.close()

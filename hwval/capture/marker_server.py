@@ -73,14 +73,23 @@ def remove_stale_dirs(base: str | None = None) -> list[str]:
             continue
         try:
             st = entry.stat(follow_symlinks=False)
-            if not entry.is_dir(follow_symlinks=False) or st.st_uid != os.getuid():
-                continue
+        except OSError:
+            continue  # gone already (another capture's sweep): nothing to judge
+        if not entry.is_dir(follow_symlinks=False) or st.st_uid != os.getuid():
+            continue
+        try:
             with open(os.path.join(entry.path, "owner")) as fh:
-                alive = _pid_alive(int(fh.read().strip() or 0))
+                owner = fh.read().strip()
         except FileNotFoundError:
-            alive = time.time() - st.st_mtime < UNOWNED_AGE_S
-        except (OSError, ValueError):
+            owner = ""
+        except OSError:
             continue  # unreadable or not ours to judge: leave it
+        try:
+            # No owner yet (a capture between mkdtemp and writing it, or an old writer's empty
+            # file): dead only once older than UNOWNED_AGE_S, never while it may be starting.
+            alive = _pid_alive(int(owner)) if owner else time.time() - st.st_mtime < UNOWNED_AGE_S
+        except ValueError:
+            continue  # not a pid: not ours to judge
         if not alive:
             shutil.rmtree(entry.path, ignore_errors=True)
             removed.append(entry.path)
@@ -105,8 +114,12 @@ class MarkerServer:
         remove_stale_dirs()
         self.dir = tempfile.mkdtemp(prefix=PREFIX)
         os.chmod(self.dir, 0o700)
-        with open(os.path.join(self.dir, "owner"), "w") as fh:
+        # Written whole, then renamed into place: another capture's sweep must never read it
+        # empty, which said "dead" and removed this folder before the socket was bound (ENOENT).
+        partial = os.path.join(self.dir, ".owner.partial")
+        with open(partial, "w") as fh:
             fh.write(str(os.getpid()))
+        os.replace(partial, os.path.join(self.dir, "owner"))
         self.path = os.path.join(self.dir, "mark.sock")
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(self.path)
