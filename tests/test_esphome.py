@@ -89,7 +89,8 @@ def test_capture_matches_truth_through_faults_stall_and_unplug(tmp_path):
                        bad_checksum_rate=0.05, stall_at_s=1.5, stall_s=1.2, disconnect_at_s=3.2,
                        disconnect_s=0.4, seed=5)
     with EspHomeEmulator(bench, model, faults, interval_s=0.1, power_unit="kW", task="loopTask") as emu:
-        c = capture(f"esphome:{emu.path}?name=wall&stale_s=0.8", str(tmp_path / "e.h5"), 5.0, bench, emulator=emu)
+        # 2.9 s after the re-plug (at 3.6 s): the reconnect is slow under load
+        c = capture(f"esphome:{emu.path}?name=wall&stale_s=0.8", str(tmp_path / "e.h5"), 6.5, bench, emulator=emu)
         injected = dict(emu.injected)
     assert c.returncode == 0, c.stderr
     power, t = c.data["power_w"], c.bench_t_s
