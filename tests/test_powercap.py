@@ -153,14 +153,16 @@ def test_capture_of_an_emulated_dual_package_tree_matches_the_true_energy(emulat
     # 2 s of load (100 W then 140 W, split over two packages) between two flat stretches: the
     # capture starts while the counters still hold their start value and ends after they
     # stopped, so the recorded energy must be the true energy of the load, to the microjoule.
-    # Package range 20 J: at the zones' max power (1.5 x 70 W) a wrap every 0.19 s, far above
-    # the 10 ms polling; 6 wraps per package.
+    # Package range 50 J: at the zones' max power (1.5 x 70 W) a wrap every 0.48 s, far above
+    # the 10 ms polling even when a loaded machine holds a poll back (with 20 J, 0.19 s, a held
+    # poll once outlasted a wrap beside two busy loops and the driver rightly left it out);
+    # 2 wraps per package.
     profile = "steps:100@1,140@1,0@1000"
     load_j = PowerProfile.parse(profile).energy_j(0.0, 2.0)
     out = tmp_path / "run.h5"
     for lead_s in (1.5, 6.0):
         emu, t0_ns = start_before_t0(emulator, lead_s, "--packages", "2", "--nested", "dram",
-                                     "--profile", profile, "--max-energy-range-uj", "19999999",
+                                     "--profile", profile, "--max-energy-range-uj", "49999999",
                                      "--update-s", "0.001")
         duration_s = (t0_ns - time.monotonic_ns()) / 1e9 + 2.6
         result = subprocess.run([*HWVAL, "capture", "--no-nvml", "--rapl-root", str(emu.root),
@@ -193,7 +195,7 @@ def test_capture_of_an_emulated_dual_package_tree_matches_the_true_energy(emulat
             true_uj = math.floor(emu.share(zone) * load_j * 1e6)
             assert energy[-1] == true_uj / 1e6, name
             assert s.t[-1] > (t0_ns - run.origin_monotonic_ns) / 1e9 + 2.0  # read after the load
-            wraps += int(energy[-1] // 20)
+            wraps += int(energy[-1] // 50)  # the range
             # power is the mean over the measured interval: it integrates back to the energy of
             # those intervals; it is left out (NaN) only over a catch-up read closer than
             # MIN_POWER_INTERVAL_S to the last one (a loaded machine makes some)
@@ -203,7 +205,7 @@ def test_capture_of_an_emulated_dual_package_tree_matches_the_true_energy(emulat
             integral_j = np.sum(power[has_power] * interval[has_power])
             assert integral_j == pytest.approx(np.diff(energy)[has_power].sum(), rel=1e-9)
             assert s.dataset_attrs["power_w"]["semantics"] == "window_mean"
-        assert wraps >= 12
+        assert wraps >= 4  # 2 per package at least
         assert [e for e in run.events if e.name == "error"] == []
 
 
