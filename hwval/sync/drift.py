@@ -64,10 +64,11 @@ def _gls_line(lags: np.ndarray, dt: np.ndarray, cov: np.ndarray) -> tuple[np.nda
     line: then the unweighted line, its covariance propagated from ``cov`` (the sandwich)."""
     x = np.column_stack([np.ones(len(dt)), dt])
     if np.all(np.isfinite(cov)) and np.any(cov):
-        a = x.T @ np.linalg.pinv(cov) @ x
+        w = np.linalg.pinv(cov)
+        a = x.T @ w @ x
         if np.linalg.cond(a) < 1e12:
             b_cov = np.linalg.inv(a)
-            return b_cov @ x.T @ np.linalg.pinv(cov) @ lags, b_cov
+            return b_cov @ x.T @ w @ lags, b_cov
     h = np.linalg.inv(x.T @ x) @ x.T  # dt spans more than one time: x has full rank
     c = cov if np.all(np.isfinite(cov)) else np.full_like(cov, np.nan)
     return h @ lags, h @ c @ h.T
