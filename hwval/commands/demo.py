@@ -30,6 +30,7 @@ from typing import Callable
 
 import click
 
+from hwval.analysis.fit import MIN_FIT_BINS
 from hwval.sources.emulated import EMULATED_WHAT
 
 EMULATED = f"EMULATED meters ({EMULATED_WHAT})"
@@ -55,6 +56,11 @@ class Bench:
 TRAIN_NICE = 5
 #: RAPL's package domain sees this share of the wall (the rest: PSU losses, fans, board, disks).
 RAPL_GAIN = 0.55
+#: Idle seconds either side of the training. The calibration step fits over the workload's window
+#: (workload_start to workload_end) and needs MIN_FIT_BINS one-second bins there; on a fast CPU
+#: the quick training is over in 0.3 s, so the two idle periods alone must hold those bins, with
+#: one to spare on each side for the bins the window's edges cut (2 s either side gave 7 bins).
+IDLE_S = MIN_FIT_BINS / 2 + 1
 
 
 def start_bench(work: Path) -> Bench:
@@ -154,16 +160,21 @@ Example:
               help="folder for every file (default: runs/demo-<date>-<time>)")
 @click.option("--epochs", type=click.IntRange(min=1), default=3, show_default=True, help="training epochs")
 @click.option("--batches", type=click.IntRange(min=1), default=15, show_default=True, help="batches per epoch")
-@click.option("--idle-s", type=click.FloatRange(min=0), default=4.0, show_default=True,
-              help="idle seconds before and after training")
+@click.option("--idle-s", type=click.FloatRange(min=0), default=IDLE_S, show_default=True,
+              help="idle seconds before and after training (the calibration step needs "
+                   f"{MIN_FIT_BINS} s of workload, idle included)")
 @click.option("--quick", is_flag=True,
-              help="the shortest run the pipeline works on: 2 epochs of 4 batches, 2 s idle either side")
+              help=f"the shortest run the pipeline works on: 2 epochs of 4 batches, {IDLE_S:g} s idle either side")
 def demo(workdir, epochs, batches, idle_s, quick):
     if importlib.util.find_spec("torch") is None:
         raise click.ClickException("the demo trains a small CNN and needs torch: pip install torch==2.13.0")
     if quick:
         # the sync pulses around the training synchronise the streams: the run itself may be short
-        epochs, batches, idle_s = 2, 4, 2.0
+        epochs, batches, idle_s = 2, 4, IDLE_S
+    elif 2 * idle_s < MIN_FIT_BINS:
+        click.secho(f"hwval demo: warning: with --idle-s {idle_s:g} the training itself must last about "
+                    f"{MIN_FIT_BINS - 2 * idle_s:g} s, or the calibration step finds fewer than {MIN_FIT_BINS} "
+                    "bins in the workload and the demo stops there", fg="yellow", err=True)
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     work = Path(workdir or f"runs/demo-{stamp}")
     work.mkdir(parents=True, exist_ok=True)
