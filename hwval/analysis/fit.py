@@ -15,15 +15,12 @@ import numpy as np
 from hwval import __version__
 from hwval.analysis import bootstrap
 from hwval.analysis.calibration import CalibrationRecord, MeterDescription, sha256_of, utc_now
+from hwval.analysis.fit_limits import MIN_FIT_BINS, MIN_RANGE_SHARE
 from hwval.analysis.compare import (AnalysisInputError, default_bin_s, grid, recorded_span,
                                     select_streams)
 from hwval.analysis.metrics import linear_fit, paired
 from hwval.analysis.phases import workload_window
 
-#: A fit needs at least this many bins whose meter power spans this share of its mean, or the
-#: gain is not identified (all readings at one level fix only gain * level + offset).
-MIN_FIT_BINS = 10
-MIN_RANGE_SHARE = 0.05
 
 
 def fit_record(run, meter: str, reference: str, *, bin_s: float | None = None,

@@ -30,7 +30,7 @@ from typing import Callable
 
 import click
 
-from hwval.analysis.fit import MIN_FIT_BINS
+from hwval.analysis.fit_limits import MIN_FIT_BINS
 from hwval.sources.emulated import EMULATED_WHAT
 
 EMULATED = f"EMULATED meters ({EMULATED_WHAT})"
@@ -56,10 +56,14 @@ class Bench:
 TRAIN_NICE = 5
 #: RAPL's package domain sees this share of the wall (the rest: PSU losses, fans, board, disks).
 RAPL_GAIN = 0.55
-#: Idle seconds either side of the training. The calibration step fits over the workload's window
-#: (workload_start to workload_end) and needs MIN_FIT_BINS one-second bins there; on a fast CPU
-#: the quick training is over in 0.3 s, so the two idle periods alone must hold those bins, with
-#: one to spare on each side for the bins the window's edges cut (2 s either side gave 7 bins).
+#: Idle seconds either side of the training. ``hwval calibrate`` fits over the workload's window
+#: (workload_start to workload_end: the workload's start-up, both idle periods and the training)
+#: and needs MIN_FIT_BINS bins there. Its 1 s grid (the demo's analyzer reports every 0.25 s) is
+#: anchored at workload_start and the pulse blocks keep the recording going past both ends, so the
+#: window holds floor(its length) bins. On an idle machine the quick training is over in 0.3 s and
+#: start-up took about 3 s: with 2 s idle either side the window held 7 bins and the demo stopped
+#: at calibrate. Two idle periods of MIN_FIT_BINS / 2 s suffice alone; 1 s more each side is
+#: margin for a bin lost to a gap.
 IDLE_S = MIN_FIT_BINS / 2 + 1
 
 
@@ -155,6 +159,15 @@ Example:
 """
 
 
+def short_idle_warning(idle_s: float) -> str | None:
+    """Why ``--idle-s`` may be too short for the calibration step, or None when it is long enough."""
+    if 2 * idle_s >= MIN_FIT_BINS:
+        return None
+    return (f"with --idle-s {idle_s:g} the workload's start-up and training together must last at least "
+            f"{MIN_FIT_BINS - 2 * idle_s:g} s, or the calibration step finds fewer than {MIN_FIT_BINS} bins "
+            "of 1 s in the workload and the demo stops there")
+
+
 @click.command(help=DEMO_HELP)
 @click.option("--workdir", type=click.Path(file_okay=False), default=None,
               help="folder for every file (default: runs/demo-<date>-<time>)")
@@ -164,17 +177,20 @@ Example:
               help="idle seconds before and after training (the calibration step needs "
                    f"{MIN_FIT_BINS} s of workload, idle included)")
 @click.option("--quick", is_flag=True,
-              help=f"the shortest run the pipeline works on: 2 epochs of 4 batches, {IDLE_S:g} s idle either side")
-def demo(workdir, epochs, batches, idle_s, quick):
+              help=f"the shortest run the pipeline works on: 2 epochs of 4 batches (an --epochs or "
+                   "--batches given beside it still counts)")
+@click.pass_context
+def demo(ctx, workdir, epochs, batches, idle_s, quick):
     if importlib.util.find_spec("torch") is None:
         raise click.ClickException("the demo trains a small CNN and needs torch: pip install torch==2.13.0")
     if quick:
         # the sync pulses around the training synchronise the streams: the run itself may be short
-        epochs, batches, idle_s = 2, 4, IDLE_S
-    elif 2 * idle_s < MIN_FIT_BINS:
-        click.secho(f"hwval demo: warning: with --idle-s {idle_s:g} the training itself must last about "
-                    f"{MIN_FIT_BINS - 2 * idle_s:g} s, or the calibration step finds fewer than {MIN_FIT_BINS} "
-                    "bins in the workload and the demo stops there", fg="yellow", err=True)
+        given = {name for name in ("epochs", "batches")
+                 if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT}
+        epochs = epochs if "epochs" in given else 2
+        batches = batches if "batches" in given else 4
+    if (warning := short_idle_warning(idle_s)) is not None:
+        click.secho(f"hwval demo: warning: {warning}", fg="yellow", err=True)
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     work = Path(workdir or f"runs/demo-{stamp}")
     work.mkdir(parents=True, exist_ok=True)
