@@ -15,12 +15,11 @@ import numpy as np
 from hwval import __version__
 from hwval.analysis import bootstrap
 from hwval.analysis.calibration import CalibrationRecord, MeterDescription, sha256_of, utc_now
-from hwval.analysis.fit_limits import MIN_FIT_BINS, MIN_RANGE_SHARE
 from hwval.analysis.compare import (AnalysisInputError, default_bin_s, grid, recorded_span,
                                     select_streams)
+from hwval.analysis.fit_limits import MIN_FIT_BINS, MIN_RANGE_SHARE
 from hwval.analysis.metrics import linear_fit, paired
 from hwval.analysis.phases import workload_window
-
 
 
 def fit_record(run, meter: str, reference: str, *, bin_s: float | None = None,

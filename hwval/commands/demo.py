@@ -177,7 +177,7 @@ def short_idle_warning(idle_s: float) -> str | None:
               help="idle seconds before and after training (the calibration step needs "
                    f"{MIN_FIT_BINS} s of workload, idle included)")
 @click.option("--quick", is_flag=True,
-              help=f"the shortest run the pipeline works on: 2 epochs of 4 batches (an --epochs or "
+              help="the shortest run the pipeline works on: 2 epochs of 4 batches (an --epochs or "
                    "--batches given beside it still counts)")
 @click.pass_context
 def demo(ctx, workdir, epochs, batches, idle_s, quick):
@@ -185,10 +185,10 @@ def demo(ctx, workdir, epochs, batches, idle_s, quick):
         raise click.ClickException("the demo trains a small CNN and needs torch: pip install torch==2.13.0")
     if quick:
         # the sync pulses around the training synchronise the streams: the run itself may be short
-        given = {name for name in ("epochs", "batches")
-                 if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT}
-        epochs = epochs if "epochs" in given else 2
-        batches = batches if "batches" in given else 4
+        if ctx.get_parameter_source("epochs") is click.core.ParameterSource.DEFAULT:
+            epochs = 2
+        if ctx.get_parameter_source("batches") is click.core.ParameterSource.DEFAULT:
+            batches = 4
     if (warning := short_idle_warning(idle_s)) is not None:
         click.secho(f"hwval demo: warning: {warning}", fg="yellow", err=True)
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
