@@ -32,12 +32,21 @@ def poll(source, ctx: RecordingContext, duration_s: float) -> list[tuple[int, di
     return [(t_ns, values) for t_ns, _, values in poll_source(source, ctx, duration_s)]
 
 
-def run_polled(source, duration_s: float):
+def run_polled(source, duration_s: float, min_readings: int = 0):
     """Open ``source``, :func:`poll` it for ``duration_s``, then close it for good (``stop`` set,
-    as the recorder does at the end). Returns (context, stream infos, readings)."""
+    as the recorder does at the end). Returns (context, stream infos, readings).
+
+    With ``min_readings``, it polls on in 0.5 s steps until that many readings are in
+    (``duration_s`` is then the upper bound): a test waits on what it needs, not on how fast a
+    loaded machine serves it."""
     ctx = RecordingContext()
     infos = source.open(ctx)
-    readings = poll(source, ctx, duration_s)
+    if min_readings:
+        readings, give_up = [], time.monotonic() + duration_s
+        while len(readings) < min_readings and time.monotonic() < give_up:
+            readings += poll(source, ctx, 0.5)
+    else:
+        readings = poll(source, ctx, duration_s)
     ctx.stop.set()
     source.close()
     return ctx, infos, readings

@@ -73,13 +73,7 @@ def test_each_update_is_read_once_and_decoded(serve):
     server = serve(inst)
     # polled until 11 updates are in, not for a fixed time: beside two busy loops the in-process
     # server thread was once starved so long that 1.5 s of polling saw only 9 (CI, 2026-12-07)
-    ctx, src = RecordingContext(), source(server.resource)
-    src.open(ctx)
-    readings, give_up = [], time.monotonic() + 30.0
-    while len(readings) < 11 and time.monotonic() < give_up:
-        readings += poll(src, ctx, 0.5)
-    ctx.stop.set()
-    src.close()
+    ctx, _, readings = run_polled(source(server.resource), 30.0, min_readings=11)
     served = inst.clock.served
     # an update that completes between :STAT:EESR? and :NUM:NORM:VAL? is served again at the
     # next poll (the driver cannot know before asking) and must then be dropped, not recorded
