@@ -68,14 +68,16 @@ def test_codecarbon_energy_error_against_the_bench(tmp_path, plug):
     run = tmp_path / "run.h5"
     (tmp_path / "workload.py").write_text(WORKLOAD)
     # a generous reply timeout: the workload busy-loops a core, and on a loaded CI machine the
-    # emulator's answer can take longer than the default 0.8 period (an error, not what is tested)
-    res = run_hwval("capture", "--no-nvml", "--no-rapl", "-m", f"tasmota:{plug['resource']}?name=wall&period_s=0.25&reply_timeout_s=2",
+    # emulator's answer can take longer than the default 0.8 period (an error, not what is tested).
+    # Polled every 0.5 s: readings more than 3 periods apart are a gap, and at 0.25 s a poll held
+    # back 0.75 s beside two busy loops dropped one of the three intervals (CI, 2026-12-07)
+    res = run_hwval("capture", "--no-nvml", "--no-rapl", "-m", f"tasmota:{plug['resource']}?name=wall&period_s=0.5&reply_timeout_s=2",
                     "-o", str(run), "--", sys.executable, str(tmp_path / "workload.py"), str(tmp_path), timeout=120)
     assert res.returncode == 0, res.stderr
     with open_run(run) as r:
         assert r.complete
         wall = r.stream("wall")
-        assert wall.error_counts == {} and len(wall.t) > 20
+        assert wall.error_counts == {} and len(wall.t) > 12
         origin_ns = r.origin_monotonic_ns
 
     # truth: CodeCarbon's rows are cumulative from its start; the bench's energy over the same spans
